@@ -1,0 +1,211 @@
+"""Write a trained Keras model as the next version of ``models/<name>/<N>/``.
+
+Everything goes into a hidden temporary folder beside the versions and is renamed into
+place only when complete, so readers (the service's hot reload, TF Serving) never see a
+half-written version, and a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer import artifact
+from trainer.errors import TrainerError
+from trainer.preprocessing import PREPROCESSING_DESCRIPTION, InputSpec
+
+#: The exported TFLite model must reproduce the SavedModel within this tolerance.
+TFLITE_TOLERANCE = 1e-5
+
+
+def ensure_writable(models_dir: Path, name: str) -> Path:
+    """Create ``models_dir/name`` and prove we can write there, before any training."""
+    target = Path(models_dir) / name
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise TrainerError(f"cannot write models to {target}: {exc.strerror or exc}") from exc
+    return target
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in (
+        "bonefrac",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "pillow",
+        "scikit-learn",
+        "keras-tuner",
+    ):
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
+    """TensorFlow twin of :func:`trainer.preprocessing.load_array` for the bytes signature.
+
+    Differences from the shared Python path (documented in metadata): no EXIF rotation,
+    no 16-bit stretching, alpha dropped instead of composited; TIFF is not decoded.
+    """
+    import tensorflow as tf  # noqa: PLC0415 - heavy import kept out of module import
+
+    def decode_one(encoded: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        if spec.channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        image = tf.image.resize(
+            tf.cast(image, tf.float32),
+            (spec.height, spec.width),
+            method="bilinear",
+            antialias=True,
+        )
+        return tf.clip_by_value(image, 0.0, 255.0)
+
+    def batch(encoded: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(
+            decode_one,
+            encoded,
+            fn_output_signature=tf.TensorSpec((spec.height, spec.width, spec.channels), tf.float32),
+        )
+
+    return batch
+
+
+def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    to_input = _bytes_to_input(spec)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda images: {"probabilities": model(images, training=False)},
+        input_signature=[
+            tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name="images")
+        ],
+    )
+    archive.add_endpoint(
+        name="serve_bytes",
+        fn=lambda image_bytes: {"probabilities": model(to_input(image_bytes), training=False)},
+        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> float:
+    """Convert the SavedModel's float signature to TFLite; return the max difference."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model), signature_keys=["serving_default"]
+    )
+    target.write_bytes(converter.convert())
+
+    reference = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    expected = reference(images=tf.constant(probe))["probabilities"].numpy()
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    interpreter = Interpreter(model_path=str(target))
+    runner = interpreter.get_signature_runner("serving_default")
+    got = np.concatenate(
+        [runner(images=probe[i : i + 1])["probabilities"] for i in range(len(probe))]
+    )
+    return float(np.max(np.abs(got - expected)))
+
+
+def export_version(
+    model: Any,
+    *,
+    models_dir: Path,
+    name: str,
+    classes: list[str],
+    spec: InputSpec,
+    metadata: dict[str, Any],
+    probe: np.ndarray,
+    write_reports: Callable[[Path], None] | None = None,
+) -> Path:
+    """Export ``model`` as the next version and return its folder.
+
+    ``probe`` is a small batch of real inputs used to check the TFLite copy against the
+    SavedModel. ``write_reports`` fills ``reports/`` inside the temporary folder.
+    """
+    model_root = ensure_writable(models_dir, name)
+    versions = artifact.list_versions(models_dir, name)
+    version = (versions[-1] + 1) if versions else 1
+    staging = model_root / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        _write_saved_model(model, spec, staging)
+        tflite_diff = _write_tflite(
+            staging, staging / artifact.TFLITE_FILE, probe.astype(np.float32)
+        )
+        if tflite_diff > TFLITE_TOLERANCE:
+            raise TrainerError(f"TFLite export differs from the SavedModel by {tflite_diff:.2e}")
+        if write_reports is not None:
+            reports = staging / artifact.REPORTS_DIR
+            reports.mkdir()
+            write_reports(reports)
+        document = {
+            "schema_version": artifact.SCHEMA_VERSION,
+            "name": name,
+            "version": version,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "classes": list(classes),
+            "input": spec.to_dict(),
+            "preprocessing": PREPROCESSING_DESCRIPTION,
+            "signatures": {
+                "serving_default": {
+                    "inputs": {
+                        "images": f"float32[batch,{spec.height},{spec.width},"
+                        f"{spec.channels}] raw pixels 0..255"
+                    },
+                    "outputs": {"probabilities": f"float32[batch,{len(classes)}] softmax"},
+                },
+                "serve_bytes": {
+                    "inputs": {"image_bytes": "string[batch] encoded JPEG/PNG/BMP/GIF"},
+                    "outputs": {"probabilities": f"float32[batch,{len(classes)}] softmax"},
+                    "differences": "decoded by TensorFlow: no EXIF rotation, no 16-bit "
+                    "stretch, alpha dropped, no TIFF; outputs agree with "
+                    "the shared preprocessing to about 1e-2",
+                },
+            },
+            "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
+            "tflite_max_abs_diff": tflite_diff,
+            "libraries": library_versions(),
+            **metadata,
+        }
+        (staging / artifact.METADATA_FILE).write_text(
+            json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8"
+        )
+        final = artifact.version_dir(models_dir, name, version)
+        try:
+            staging.rename(final)
+        except OSError as exc:
+            raise TrainerError(
+                f"version {version} of {name} appeared while exporting ({final}); "
+                "run again to export the next version"
+            ) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final

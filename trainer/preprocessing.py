@@ -1,0 +1,175 @@
+"""Image decoding and resizing: the one definition shared by training and serving.
+
+The trainer builds its datasets with :func:`load_array` and the service feeds the model
+with the very same function, so the model sees at inference exactly what it saw in
+training. Only numpy and Pillow are used here: the service and the web page can import
+this module without TensorFlow.
+
+The model itself takes raw pixels (float32 in 0..255, NHWC); scaling to 0..1 lives inside
+the model, once.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Container formats a user may hand us (Pillow's names). MPO is how Pillow names some
+#: camera JPEGs.
+ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
+ACCEPTED_MEDIA_TYPES: tuple[str, ...] = (
+    "image/jpeg",
+    "image/png",
+    "image/bmp",
+    "image/tiff",
+    "image/webp",
+)
+ACCEPTED_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
+
+#: Refuse images with more pixels than this before decoding them (decompression bombs).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ColorMode = Literal["grayscale", "rgb"]
+ErrorKind = Literal["empty", "not_image", "corrupt", "too_large"]
+
+
+class ImageDecodeError(ValueError):
+    """An input that cannot become a model input; ``kind`` says why, for status codes."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: raw pixels of this size, float32 in 0..255."""
+
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def color_mode(self) -> ColorMode:
+        return "grayscale" if self.channels == 1 else "rgb"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "dtype": "float32",
+            "value_range": [0.0, 255.0],
+            "layout": "NHWC",
+            "color_mode": self.color_mode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(
+            height=int(data["height"]), width=int(data["width"]), channels=int(data["channels"])
+        )
+
+
+#: Written into metadata.json so a reader knows what a client must do to feed the model.
+PREPROCESSING_DESCRIPTION: dict[str, str] = {
+    "decode": "Pillow; EXIF orientation applied",
+    "alpha": "composited onto black",
+    "high_bit_depth": "16-bit and float images linearly stretched from their min..max to 0..255",
+    "color": "grayscale = ITU-R 601 luma; rgb = gray replicated to 3 channels",
+    "resize": "bilinear (antialiased when shrinking) to height x width; aspect ratio not kept",
+    "scale": "none: the model takes float32 0..255 and rescales inside",
+}
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode encoded bytes into an upright 8-bit ``L`` or ``RGB`` image.
+
+    Raises :class:`ImageDecodeError` for empty input, non-images, unsupported formats,
+    truncated or corrupt files and images with more than ``max_pixels`` pixels; the
+    pixel count is checked from the header, before any pixel data is decoded.
+    """
+    if not data:
+        raise ImageDecodeError("empty", "The file is empty.")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not_image", "The file is not an image Pillow can read.") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("too_large", str(exc)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # broken headers
+        raise ImageDecodeError("corrupt", f"The image header is broken: {exc}") from exc
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageDecodeError(
+            "not_image",
+            f"Image format {image.format} is not accepted; use JPEG, PNG, BMP, TIFF or WebP.",
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            "too_large",
+            f"The image has {width}x{height} pixels, more than the {max_pixels} allowed.",
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_8bit(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("too_large", str(exc)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError("corrupt", f"The image data is truncated or corrupt: {exc}") from exc
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to 8-bit ``L`` or ``RGB``."""
+    if image.mode in {"L", "RGB"}:
+        return image
+    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        stretched = np.clip((pixels - low) * scale, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(stretched, mode="L")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in {"RGBA", "LA", "PA", "P", "La", "RGBa"} or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def to_array(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Resize a decoded image to the model's input: float32, ``(H, W, C)``, 0..255."""
+    target = "L" if spec.channels == 1 else "RGB"
+    if image.mode != target:
+        image = image.convert(target)
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return pixels
+
+
+def load_array(data: bytes, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded bytes to model input; the single path used by trainer and service."""
+    return to_array(decode_image(data, max_pixels=max_pixels), spec)
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Hasler and Suesstrunk's colourfulness metric (0 for a gray image, ~100+ for vivid).
+
+    Radiographs are gray; a strongly coloured upload is probably a photo or a chart.
+    """
+    if image.mode != "RGB":
+        return 0.0
+    small = np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
+    red, green, blue = small[..., 0], small[..., 1], small[..., 2]
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(abs(rg.mean()), abs(yb.mean())))
