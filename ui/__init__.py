@@ -1,0 +1,1 @@
+"""The bonefrac web page (Streamlit) and its HTTP client for the inference service."""

@@ -1,0 +1,235 @@
+"""The bonefrac web page: upload X-rays, see what the inference service predicts.
+
+Run with ``streamlit run ui/app.py``. The page reaches the model only over HTTP, at
+``BONEFRAC_API_URL`` (default ``http://localhost:8000``), so installing ``.[ui]`` is enough
+to run it: no TensorFlow, no model files. Every service failure is turned by
+:mod:`ui.client` into a :class:`~ui.client.ServiceError` and shown as a message on the page.
+
+Streamlit executes this file top to bottom on every interaction, so it holds no module
+state: the HTTP client lives in ``st.cache_resource`` (one keep-alive connection for all
+reruns and sessions) and answers already received live in ``st.session_state`` (moving a
+widget does not send every image again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+import altair as alt
+import streamlit as st
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ui.client import (
+    DEFAULT_API_URL,
+    DEFAULT_READ_TIMEOUT,
+    ModelClasses,
+    Prediction,
+    ServiceClient,
+    ServiceError,
+)
+
+logger = logging.getLogger("bonefrac.ui")
+
+DISCLAIMER = "Decision support only, not a diagnosis: a qualified clinician must read every image."
+#: What the upload widget accepts; the service has the last word on what it can decode.
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+#: Longest side of the preview: big enough to read, small enough to sit beside the chart.
+PREVIEW_MAX_PX = 480
+RESULTS_KEY = "bonefrac_results"
+ACCENT = "#d9480f"
+MUTED = "#8aa4c8"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file, reduced to what the page needs."""
+
+    name: str
+    data: bytes
+    media_type: str | None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def api_url() -> str:
+    """The service URL, read on every run so a changed environment needs no code change."""
+    return os.environ.get("BONEFRAC_API_URL", "").strip() or DEFAULT_API_URL
+
+
+def read_timeout() -> float:
+    """Seconds a prediction may take (``BONEFRAC_API_TIMEOUT``), the client's default if unset."""
+    raw = os.environ.get("BONEFRAC_API_TIMEOUT", "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_READ_TIMEOUT
+    except ValueError:
+        return DEFAULT_READ_TIMEOUT
+
+
+@st.cache_resource(show_spinner=False)
+def get_client(base_url: str, timeout: float) -> ServiceClient:
+    """One client per URL for the whole process, so reruns reuse its open connection."""
+    return ServiceClient(base_url, read_timeout=timeout)
+
+
+def predict(client: ServiceClient, upload: Upload) -> Prediction:
+    """The service's answer for ``upload``, asked once per file content and service URL."""
+    results: dict[tuple[str, str], Prediction] = st.session_state.setdefault(RESULTS_KEY, {})
+    key = (client.base_url, upload.digest)
+    if key not in results:
+        # Errors are not stored: the next rerun tries again, which is what a user who
+        # has just restarted the service expects.
+        results[key] = client.predict(upload.name, upload.data, upload.media_type)
+    return results[key]
+
+
+def preview(data: bytes) -> Image.Image | None:
+    """A browser-friendly, upright, bounded copy of the upload (TIFF and 16-bit included)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode not in ("RGB", "L"):
+                image = image.convert("RGB")
+            image.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
+            return image.copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def probability_chart(prediction: Prediction) -> alt.Chart:
+    """Every class's probability, highest first, the predicted class highlighted."""
+    rows = [
+        {
+            "Class": item.label,
+            "Probability": item.probability,
+            "Predicted": item.label == prediction.label,
+        }
+        for item in prediction.probabilities
+    ]
+    order = [row["Class"] for row in rows]
+    base = alt.Chart(alt.Data(values=rows)).encode(
+        y=alt.Y("Class:N", sort=order, title=None, axis=alt.Axis(labelLimit=220, labelFontSize=12)),
+        x=alt.X(
+            "Probability:Q",
+            scale=alt.Scale(domain=[0, 1]),
+            axis=alt.Axis(format="%", tickCount=5),
+            title="Probability",
+        ),
+        tooltip=[alt.Tooltip("Class:N"), alt.Tooltip("Probability:Q", format=".1%")],
+    )
+    bars = base.mark_bar(cornerRadiusEnd=3).encode(
+        color=alt.condition(alt.datum.Predicted, alt.value(ACCENT), alt.value(MUTED), legend=None)
+    )
+    labels = base.mark_text(align="left", dx=4, fontSize=12).encode(
+        text=alt.Text("Probability:Q", format=".1%")
+    )
+    return (bars + labels).properties(height=alt.Step(26))
+
+
+def render_sidebar(client: ServiceClient) -> None:
+    """The service's status and the classes the model knows, or why they are unknown."""
+    with st.sidebar:
+        st.header("Service")
+        st.caption(f"`{client.base_url}`")
+        status = client.status()
+        if status.ready:
+            st.success("Ready", icon=":material/check_circle:")
+        elif status.alive:
+            st.warning(f"Up, but not ready: {status.detail}", icon=":material/hourglass_top:")
+        else:
+            st.error(status.detail, icon=":material/cloud_off:")
+        if st.button("Refresh status", icon=":material/refresh:"):
+            st.rerun()
+
+        if not status.alive:
+            return
+        try:
+            info: ModelClasses = client.classes()
+        except ServiceError as exc:
+            st.info(f"Classes unavailable: {exc.message}")
+            return
+        st.subheader("Model")
+        st.markdown(f"**{info.model}** · version {info.version}")
+        st.subheader(f"Classes ({len(info.classes)})")
+        st.markdown("\n".join(f"- {name}" for name in info.classes))
+
+
+def render_result(upload: Upload, client: ServiceClient) -> None:
+    """One bordered card: the image beside the prediction, or beside what went wrong."""
+    with st.container(border=True):
+        st.markdown(f"##### :material/image: {upload.name}")
+        left, right = st.columns([2, 3], gap="large")
+        with left:
+            image = preview(upload.data)
+            if image is None:
+                st.caption("No preview: this file could not be read as an image.")
+            else:
+                st.image(image, caption=f"{image.width} x {image.height} px preview")
+        with right:
+            try:
+                with st.spinner(f"Classifying {upload.name}…"):
+                    prediction = predict(client, upload)
+            except ServiceError as exc:
+                logger.warning("prediction failed for %s: %s (%s)", upload.name, exc, exc.code)
+                st.error(exc.message, icon=":material/error:")
+                return
+            render_prediction(prediction)
+
+
+def render_prediction(prediction: Prediction) -> None:
+    """Label, confidence, warnings first, then the chart and who answered."""
+    for warning in prediction.warnings:
+        st.warning(warning, icon=":material/warning:")
+    label_col, confidence_col = st.columns([3, 2])
+    label_col.metric("Predicted fracture type", prediction.label)
+    confidence_col.metric("Confidence", f"{prediction.confidence:.1%}")
+    st.altair_chart(probability_chart(prediction), width="stretch")
+    st.caption(f"Answered by model **{prediction.model}**, version **{prediction.version}**.")
+
+
+def render_page() -> None:
+    """The whole page, top to bottom."""
+    client = get_client(api_url(), read_timeout())
+    render_sidebar(client)
+
+    st.title("Bone fracture X-ray classifier")
+    st.info(DISCLAIMER, icon=":material/medical_information:")
+    files = st.file_uploader(
+        "Upload one or more X-ray images",
+        type=list(UPLOAD_TYPES),
+        accept_multiple_files=True,
+        help="JPEG, PNG, BMP, TIFF or WebP. Each image is sent to the prediction service.",
+    )
+    if not files:
+        st.caption("The predicted fracture type and every class's probability appear here.")
+        return
+    for file in files:
+        render_result(Upload(file.name, file.getvalue(), file.type or None), client)
+
+
+def main() -> None:
+    """Entry point: page setup, then the page, with a last-resort message instead of a trace."""
+    st.set_page_config(
+        page_title="Bone fracture classifier", page_icon=":material/radiology:", layout="wide"
+    )
+    try:
+        render_page()
+    except ServiceError as exc:
+        st.error(exc.message, icon=":material/error:")
+    except Exception:
+        # A bug in the page must still leave the user a readable page; the log has the trace.
+        logger.exception("unexpected error while rendering the page")
+        st.error(
+            "Something went wrong while drawing the page. Reload it; if this persists, "
+            "the server log has the details.",
+            icon=":material/error:",
+        )
+
+
+if __name__ == "__main__":  # Streamlit runs this file as __main__; imports stay inert.
+    main()

@@ -1,0 +1,251 @@
+"""A small typed HTTP client for the bonefrac inference service.
+
+The web page talks to the model only through this client, over HTTP, so the page needs
+neither TensorFlow nor the model files. Every way a call can fail (service down, slow,
+answering an error, answering something that is not the expected JSON) becomes one
+:class:`ServiceError` whose ``message`` can be shown to a user as is: the page never has
+to know about ``requests`` exceptions and never shows a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+DEFAULT_API_URL = "http://localhost:8000"
+
+#: Seconds to open a connection: a service that is up accepts at once, so waiting longer
+#: only delays the "service down" message.
+DEFAULT_CONNECT_TIMEOUT = 3.0
+#: Seconds to wait for a prediction: the first call may load the model.
+DEFAULT_READ_TIMEOUT = 30.0
+#: Seconds to wait for the cheap status endpoints that the sidebar polls on every rerun.
+STATUS_READ_TIMEOUT = 5.0
+
+
+class ServiceError(Exception):
+    """A call to the service that did not give a usable answer.
+
+    ``message`` is written for the person looking at the page; ``code`` is the service's
+    error code (or one of ``unreachable``, ``timeout``, ``bad_response``, ``http_error``)
+    and ``status`` the HTTP status, when there was one, for logs and tests.
+    """
+
+    def __init__(self, message: str, *, code: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClassProbability:
+    """One class and the probability the model gave it."""
+
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The service's answer for one image (see ``POST /predict``)."""
+
+    model: str
+    version: int
+    label: str
+    confidence: float
+    probabilities: tuple[ClassProbability, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ModelClasses:
+    """The classes the serving model can answer (see ``GET /classes``)."""
+
+    model: str
+    version: int
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Whether the service answers (``alive``) and has a model loaded (``ready``)."""
+
+    alive: bool
+    ready: bool
+    detail: str
+
+
+class ServiceClient:
+    """Calls the service over one keep-alive :class:`requests.Session`.
+
+    One instance is meant to live as long as the page process (the page caches it with
+    ``st.cache_resource``), so reruns reuse the open connection instead of paying a new
+    TCP handshake for every widget interaction.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session = session or requests.Session()
+        self._session.headers.setdefault("Accept", "application/json")
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def predict(self, filename: str, data: bytes, content_type: str | None = None) -> Prediction:
+        """Classify one image file, as uploaded (the service decodes and checks it)."""
+        media_type = content_type or "application/octet-stream"
+        body = self._request("POST", "/predict", files={"file": (filename, data, media_type)})
+        return _parse_prediction(body)
+
+    def classes(self) -> ModelClasses:
+        """The serving model's name, version and class names."""
+        body = self._request("GET", "/classes", read_timeout=STATUS_READ_TIMEOUT)
+        try:
+            classes = tuple(str(name) for name in body["classes"])
+            return ModelClasses(
+                model=str(body["model"]), version=int(body["version"]), classes=classes
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad_response("/classes", exc) from exc
+
+    def status(self) -> ServiceStatus:
+        """Liveness and readiness, never raising: the sidebar shows whatever it gets."""
+        try:
+            self._request("GET", "/healthz", read_timeout=STATUS_READ_TIMEOUT)
+        except ServiceError as exc:
+            return ServiceStatus(alive=False, ready=False, detail=exc.message)
+        try:
+            self._request("GET", "/readyz", read_timeout=STATUS_READ_TIMEOUT)
+        except ServiceError as exc:
+            return ServiceStatus(alive=True, ready=False, detail=exc.message)
+        return ServiceStatus(alive=True, ready=True, detail="Ready")
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        read_timeout: float | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+    ) -> dict[str, Any]:
+        """One call, its JSON object body, or a :class:`ServiceError` saying what failed."""
+        url = self.base_url + path
+        timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+        try:
+            response = self._session.request(method, url, files=files, timeout=timeout)
+        except requests.exceptions.Timeout as exc:
+            # ConnectTimeout is both a Timeout and a ConnectionError: the service is not
+            # reachable, which is what the user needs to hear.
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                raise _unreachable(self.base_url) from exc
+            raise ServiceError(
+                f"The prediction service at {self.base_url} did not answer within "
+                f"{timeout[1]:g} seconds. It may be overloaded; try again in a moment.",
+                code="timeout",
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _unreachable(self.base_url) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ServiceError(
+                f"Could not call the prediction service at {self.base_url}: {exc}",
+                code="request_failed",
+            ) from exc
+
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+
+        if not response.ok:
+            raise _error_from_body(response.status_code, body, path)
+        if not isinstance(body, dict):
+            raise ServiceError(
+                f"The prediction service answered {path} with something that is not a "
+                "JSON object. Is BONEFRAC_API_URL pointing at the bonefrac service?",
+                code="bad_response",
+                status=response.status_code,
+            )
+        return body
+
+
+def _unreachable(base_url: str) -> ServiceError:
+    return ServiceError(
+        f"Cannot reach the prediction service at {base_url}. Check that it is running "
+        "and that BONEFRAC_API_URL points at it.",
+        code="unreachable",
+    )
+
+
+def _bad_response(path: str, exc: Exception) -> ServiceError:
+    return ServiceError(
+        f"The prediction service answered {path} in an unexpected shape ({exc!r}). "
+        "The page and the service may be different versions.",
+        code="bad_response",
+    )
+
+
+def _error_from_body(status: int, body: object, path: str) -> ServiceError:
+    """The service's own error message when it sent one, else a generic one by status."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        message = str(error.get("message") or "").strip()
+        code = str(error.get("code") or "http_error")
+        if message:
+            return ServiceError(message, code=code, status=status)
+    if status == 503:
+        message = "The prediction service is starting or has no model loaded yet."
+    elif status == 413:
+        message = "The file is too large for the prediction service."
+    elif status == 415:
+        message = "The prediction service does not accept this file type."
+    elif 400 <= status < 500:
+        message = f"The prediction service refused the request to {path} (HTTP {status})."
+    else:
+        message = f"The prediction service failed on {path} (HTTP {status}). Try again later."
+    return ServiceError(message, code="http_error", status=status)
+
+
+def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
+    """A :class:`Prediction` from ``POST /predict``'s body, probabilities sorted high first."""
+    try:
+        probabilities = tuple(
+            sorted(
+                (
+                    ClassProbability(
+                        label=str(item["label"]), probability=float(item["probability"])
+                    )
+                    for item in body["probabilities"]
+                ),
+                key=lambda item: item.probability,
+                reverse=True,
+            )
+        )
+        warnings = tuple(str(text) for text in body.get("warnings") or ())
+        return Prediction(
+            model=str(body["model"]),
+            version=int(body["version"]),
+            label=str(body["label"]),
+            confidence=float(body["confidence"]),
+            probabilities=probabilities,
+            warnings=warnings,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad_response("/predict", exc) from exc
