@@ -1,0 +1,39 @@
+"""``python -m service [--host H] [--port P]``: run the service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line (settings come from BONEFRAC_* variables) and serve."""
+    settings = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the bone-fracture classifier over HTTP. Other settings come "
+        "from BONEFRAC_* environment variables (see docs/service.md).",
+    )
+    parser.add_argument("--host", default=settings.host, help="default: %(default)s")
+    parser.add_argument("--port", type=int, default=settings.port, help="default: %(default)s")
+    parser.add_argument("--log-level", default=settings.log_level, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=settings.access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

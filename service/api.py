@@ -1,0 +1,231 @@
+"""The service's own routes: predict, batch predict, classes, models, health, metrics."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, File, Request, Response, UploadFile
+
+from service.deps import (
+    ApiKeyChecked,
+    MetricsDep,
+    RegistryDep,
+    ServedModelDep,
+    SettingsDep,
+)
+from service.errors import ServiceError, decode_error
+from service.inference import Ranked, classify
+from service.metrics import Metrics
+from service.registry import LoadedModel
+from service.schemas import (
+    BatchItem,
+    BatchResponse,
+    ClassesResponse,
+    ClassProbability,
+    ErrorDetail,
+    ErrorResponse,
+    Health,
+    ModelsResponse,
+    Prediction,
+    PredictionWarning,
+    Readiness,
+    ServedModel,
+    VersionInfo,
+)
+from service.threads import run_blocking
+from trainer.preprocessing import ACCEPTED_MEDIA_TYPES, ImageDecodeError
+
+router = APIRouter()
+
+_UPLOAD_ERRORS = {
+    400: {"model": ErrorResponse, "description": "Empty file"},
+    413: {"model": ErrorResponse, "description": "Upload or image over the size limits"},
+    415: {"model": ErrorResponse, "description": "Not an accepted image type"},
+    422: {"model": ErrorResponse, "description": "Corrupt image, or missing form field"},
+    401: {"model": ErrorResponse, "description": "API key missing or wrong (when one is set)"},
+    503: {"model": ErrorResponse, "description": "No model loaded; says how to train one"},
+}
+
+ImageUpload = Annotated[
+    UploadFile,
+    File(description=f"The radiograph: {', '.join(ACCEPTED_MEDIA_TYPES)}; any bit depth"),
+]
+ImageUploads = Annotated[
+    list[UploadFile], File(description="Radiographs, one answer each, in order")
+]
+
+
+def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
+    return Prediction(
+        model=model.name,
+        version=model.version,
+        label=ranked.label,
+        confidence=ranked.confidence,
+        probabilities=[
+            ClassProbability(label=label, probability=p)
+            for label, p in zip(ranked.labels, ranked.probabilities, strict=True)
+        ],
+        warnings=[PredictionWarning(code=w.code, message=w.message) for w in ranked.warnings],
+    )
+
+
+async def _classify(
+    request: Request, uploads: list[bytes], model: LoadedModel, metrics: Metrics
+) -> list[Ranked | ImageDecodeError]:
+    settings = request.app.state.settings
+    work = partial(
+        classify,
+        uploads,
+        model,
+        max_pixels=settings.max_pixels,
+        confidence_threshold=settings.confidence_threshold,
+        colour_threshold=settings.colour_threshold,
+    )
+    results = await run_blocking(request, work)
+    for result in results:
+        if isinstance(result, Ranked):
+            metrics.predictions.labels(result.label).inc()
+    return results
+
+
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses=_UPLOAD_ERRORS,
+    dependencies=[ApiKeyChecked],
+    tags=["predict"],
+    summary="Classify one radiograph",
+)
+async def predict(
+    request: Request, file: ImageUpload, model: ServedModelDep, metrics: MetricsDep
+) -> Prediction:
+    """Upload one image as form field ``file``; get every class ranked, with warnings."""
+    data = await file.read()
+    [result] = await _classify(request, [data], model, metrics)
+    if isinstance(result, ImageDecodeError):
+        raise decode_error(result)
+    return to_prediction(result, model)
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses=_UPLOAD_ERRORS,
+    dependencies=[ApiKeyChecked],
+    tags=["predict"],
+    summary="Classify several radiographs",
+)
+async def predict_batch(
+    request: Request,
+    files: ImageUploads,
+    model: ServedModelDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> BatchResponse:
+    """Upload images as repeated form field ``files``. A bad file gets its own error
+    entry (with the status it would have got alone); the others still get answers."""
+    if len(files) > settings.max_batch_files:
+        raise ServiceError(
+            413,
+            "too_many_files",
+            f"{len(files)} files sent; at most {settings.max_batch_files} per batch "
+            "(BONEFRAC_MAX_BATCH_FILES).",
+        )
+    uploads = [await upload.read() for upload in files]
+    results = await _classify(request, uploads, model, metrics)
+    items = []
+    for index, (upload, result) in enumerate(zip(files, results, strict=True)):
+        if isinstance(result, ImageDecodeError):
+            error = decode_error(result)
+            items.append(
+                BatchItem(
+                    index=index,
+                    filename=upload.filename,
+                    status=error.status_code,
+                    error=ErrorDetail(code=error.code, message=str(error.detail)),
+                )
+            )
+        else:
+            items.append(
+                BatchItem(
+                    index=index,
+                    filename=upload.filename,
+                    status=200,
+                    prediction=to_prediction(result, model),
+                )
+            )
+    return BatchResponse(model=model.name, version=model.version, results=items)
+
+
+@router.get(
+    "/classes",
+    response_model=ClassesResponse,
+    responses={503: {"model": ErrorResponse}},
+    tags=["model"],
+    summary="Class names in output order",
+)
+async def classes(model: ServedModelDep) -> ClassesResponse:
+    return ClassesResponse(model=model.name, version=model.version, classes=list(model.classes))
+
+
+@router.get("/models", response_model=ModelsResponse, tags=["model"], summary="Versions on disk")
+async def models(registry: RegistryDep) -> ModelsResponse:
+    """Every integer version on disk, which one is served, why any was refused."""
+    current = registry.current
+    versions = []
+    for version in await to_thread.run_sync(registry.versions_on_disk):
+        refusal = registry.refused.get(version)
+        if current is not None and version == current.version:
+            versions.append(VersionInfo(version=version, state="serving"))
+        elif refusal is not None:
+            versions.append(VersionInfo(version=version, state="refused", reason=refusal.reason))
+        else:
+            versions.append(VersionInfo(version=version, state="available"))
+    served = None
+    if current is not None:
+        served = ServedModel(
+            version=current.version,
+            path=str(current.path),
+            runtime=current.predictor.runtime,
+            loaded_at=current.loaded_at,
+            load_seconds=current.load_seconds,
+            metadata=current.metadata,
+        )
+    return ModelsResponse(
+        name=registry.name,
+        models_dir=str(registry.models_dir),
+        pinned_version=registry.pinned,
+        served=served,
+        versions=versions,
+    )
+
+
+@router.get("/healthz", response_model=Health, tags=["health"], summary="Process alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": ErrorResponse, "description": "No model loaded yet"}},
+    tags=["health"],
+    summary="Model loaded and warmed up",
+)
+async def readyz(model: ServedModelDep) -> Readiness:
+    return Readiness(status="ready", model=model.name, version=model.version)
+
+
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics_text(metrics: MetricsDep, registry: RegistryDep) -> Response:
+    current = registry.current
+    metrics.model_version.labels(registry.name).set(current.version if current else 0)
+    return Response(content=metrics.render(), media_type=metrics.content_type)

@@ -1,0 +1,98 @@
+"""The application factory and its lifespan (model loading and the reload poll).
+
+``create_app(settings)`` builds a fresh app and does no I/O; the lifespan loads and warms
+the model once, before the app reports ready, and starts the background poll that picks
+up newer versions. Nothing is global: each app owns its settings, registry and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service import api, tfserving
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.registry import ModelRegistry
+from service.schemas import ErrorResponse
+from service.settings import Settings
+from service.threads import make_limiter
+
+log = logging.getLogger("service.app")
+
+DESCRIPTION = """\
+Classifies bone-fracture radiographs with the model the `trainer` exports to
+`models/<name>/<version>/`. Upload an image to `POST /predict`; every error has the
+shape `{"error": {"code": ..., "message": ...}}`. TF Serving clients can use
+`POST /v1/models/{name}:predict` unchanged.
+"""
+
+
+async def _poll_for_versions(registry: ModelRegistry, interval_s: float) -> None:
+    """Check for a newer version every ``interval_s``; a failure never stops the poll."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await to_thread.run_sync(registry.refresh)
+        except Exception:  # keep serving whatever happens on disk
+            log.exception("checking %s for new versions failed", registry.models_dir)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm the model before serving; poll for new versions while serving."""
+    settings: Settings = app.state.settings
+    registry: ModelRegistry = app.state.registry
+    app.state.limiter = make_limiter(settings.interpreters)
+    await to_thread.run_sync(registry.refresh)
+    if registry.current is None:
+        log.warning("%s", registry.missing_message())
+    poll = None
+    if settings.reload_interval_s > 0:
+        poll = asyncio.create_task(_poll_for_versions(registry, settings.reload_interval_s))
+    try:
+        yield
+    finally:
+        if poll is not None:
+            poll.cancel()
+            with suppress(asyncio.CancelledError):
+                await poll
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app serving ``settings.model_name`` from ``settings.models_dir``."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    registry = ModelRegistry(
+        settings, on_load=lambda outcome, _version: metrics.reloads.labels(outcome).inc()
+    )
+    app = FastAPI(
+        title="bonefrac inference service",
+        summary="Bone-fracture X-ray classifier",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+        responses={500: {"model": ErrorResponse, "description": "Unexpected server error"}},
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(api.router)
+    app.include_router(tfserving.router)
+    return app

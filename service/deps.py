@@ -1,0 +1,75 @@
+"""Dependencies, as ``Annotated`` aliases so route signatures read like prose.
+
+Everything comes from ``request.app.state`` (set by :func:`service.app.create_app`): no
+module-level state, so two apps in one process (tests) never share a model.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.registry import LoadedModel, ModelRegistry, NoModelError
+from service.settings import Settings
+
+API_KEY_HEADER = "X-API-Key"
+
+_api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="Required on prediction routes when BONEFRAC_API_KEY is set.",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def served_model(registry: RegistryDep) -> LoadedModel:
+    """The model this request uses throughout, taken once (a reload cannot split it)."""
+    try:
+        return registry.get()
+    except NoModelError as exc:
+        raise ServiceError(503, "model_unavailable", str(exc)) from exc
+
+
+ServedModelDep = Annotated[LoadedModel, Depends(served_model)]
+
+
+def require_api_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(_api_key_scheme)]
+) -> None:
+    """401 unless the X-API-Key header matches BONEFRAC_API_KEY (when one is set)."""
+    expected = settings.api_key
+    if expected is None:
+        return
+    if key is None or not secrets.compare_digest(
+        key.encode(), expected.get_secret_value().encode()
+    ):
+        raise ServiceError(
+            401,
+            "unauthorized",
+            f"A valid API key is required in the {API_KEY_HEADER} header.",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+
+
+ApiKeyChecked = Depends(require_api_key)

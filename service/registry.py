@@ -1,0 +1,197 @@
+"""The model manager: which version is served, and swapping to a newer one safely.
+
+The served model is one immutable :class:`LoadedModel`. A request takes a reference to
+it once and uses only that, so replacing ``registry.current`` (a single attribute
+assignment, atomic in Python) never disturbs a request already running on the old one;
+the old interpreter is freed when its last request lets go of it.
+
+A version is served only after it passed :func:`trainer.artifact.check_version`, its
+runtime loaded, and a warm-up inference returned a probability distribution of the
+right length. A version that fails is refused with one log line and remembered by its
+files' fingerprint, so it is not retried every poll but is retried once its files
+change (for example when a hand copy completes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.runtime import Predictor, load_predictor, warm_up
+from service.settings import Settings
+from trainer.artifact import ArtifactError, check_version, list_versions, version_dir
+from trainer.preprocessing import InputSpec
+
+log = logging.getLogger("service.registry")
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One version, loaded and warmed: everything a request needs, never mutated."""
+
+    name: str
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+    classes: tuple[str, ...]
+    spec: InputSpec
+    predictor: Predictor
+    loaded_at: dt.datetime
+    load_seconds: float
+
+
+@dataclass
+class Refusal:
+    """Why a version is not served, kept until its files change."""
+
+    reason: str
+    fingerprint: Fingerprint
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Names, sizes and mtimes of a version's files: changes when anyone rewrites it."""
+    entries = []
+    try:
+        for item in sorted(path.rglob("*")):
+            if item.is_file():
+                stat = item.stat()
+                entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(entries)
+
+
+class NoModelError(Exception):
+    """Nothing is being served yet; the message says how to get a model."""
+
+
+class ModelRegistry:
+    """Finds, loads, warms and swaps versions of one model; thread-safe."""
+
+    def __init__(
+        self, settings: Settings, on_load: Callable[[str, int], None] | None = None
+    ) -> None:
+        """``on_load(outcome, version)`` hears of every attempt: 'loaded' or 'refused'."""
+        self.settings = settings
+        self.models_dir = Path(settings.models_dir)
+        self.name = settings.model_name
+        self.pinned = settings.model_version
+        self.current: LoadedModel | None = None
+        self.refused: dict[int, Refusal] = {}
+        self._on_load = on_load or (lambda _outcome, _version: None)
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+
+    def get(self) -> LoadedModel:
+        """The served model, or :class:`NoModelError` explaining how to get one."""
+        model = self.current
+        if model is None:
+            raise NoModelError(self.missing_message())
+        return model
+
+    def missing_message(self) -> str:
+        where = self.models_dir / self.name
+        if self.pinned is not None:
+            what = f"version {self.pinned} of model '{self.name}' is not loadable from {where}"
+        elif not list_versions(self.models_dir, self.name):
+            what = f"no version of model '{self.name}' in {where}"
+        else:
+            what = f"no valid version of model '{self.name}' in {where}"
+        refused = "; ".join(f"v{v}: {r.reason}" for v, r in sorted(self.refused.items()))
+        return (
+            f"Model not loaded: {what}{f' (refused {refused})' if refused else ''}. "
+            "Train one with `python -m trainer synth --out data/synth` then "
+            f"`python -m trainer train --data data/synth --models {self.models_dir}` "
+            "(or --data a real dataset), or point BONEFRAC_MODELS_DIR at a folder "
+            "that holds models/<name>/<N>/."
+        )
+
+    def versions_on_disk(self) -> list[int]:
+        return list_versions(self.models_dir, self.name)
+
+    def candidates(self) -> list[int]:
+        """Versions to consider, best first: the pinned one, or newest to oldest."""
+        if self.pinned is not None:
+            return [self.pinned]
+        return sorted(list_versions(self.models_dir, self.name), reverse=True)
+
+    def refresh(self) -> LoadedModel | None:
+        """Serve the best loadable version; return the newly loaded model, if any.
+
+        Called at start-up and by the reload poll. Blocking (loads files, runs the
+        model): call it from a worker thread, never on the event loop.
+        """
+        with self._lock:
+            for version in self.candidates():
+                current = self.current
+                if current is not None and current.version == version:
+                    return None  # already serving the best candidate
+                path = version_dir(self.models_dir, self.name, version)
+                prints = fingerprint(path)
+                refusal = self.refused.get(version)
+                if refusal is not None and refusal.fingerprint == prints:
+                    continue
+                try:
+                    loaded = self._load(version, path)
+                except ArtifactError as exc:
+                    self.refused[version] = Refusal(str(exc), prints)
+                    self._on_load("refused", version)
+                    log.error(
+                        "refusing version %s of %s: %s%s",
+                        version,
+                        self.name,
+                        exc,
+                        f" (still serving version {current.version})" if current else "",
+                    )
+                    continue
+                self.refused.pop(version, None)
+                self.current = loaded
+                self._on_load("loaded", version)
+                log.info(
+                    "serving version %s of %s (%s, loaded in %.2fs)%s",
+                    version,
+                    self.name,
+                    loaded.predictor.runtime,
+                    loaded.load_seconds,
+                    f", replacing version {current.version}" if current else "",
+                )
+                return loaded
+            return None
+
+    def _load(self, version: int, path: Path) -> LoadedModel:
+        start = time.perf_counter()
+        metadata = check_version(path)
+        if metadata.get("name") not in (None, self.name):
+            raise ArtifactError(
+                f"metadata.json names model '{metadata['name']}', not '{self.name}'"
+            )
+        try:
+            spec = InputSpec.from_dict(metadata["input"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"metadata.json 'input' is invalid: {exc}") from exc
+        classes = tuple(metadata["classes"])
+        predictor = load_predictor(
+            path,
+            interpreters=self.settings.interpreters,
+            threads=self.settings.inference_threads,
+        )
+        warm_up(predictor, spec, len(classes))
+        return LoadedModel(
+            name=self.name,
+            version=version,
+            path=path,
+            metadata=metadata,
+            classes=classes,
+            spec=spec,
+            predictor=predictor,
+            loaded_at=dt.datetime.now(dt.UTC),
+            load_seconds=time.perf_counter() - start,
+        )

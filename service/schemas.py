@@ -1,0 +1,137 @@
+"""Response bodies, as pydantic models so ``/docs`` describes exactly what is sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable reason, e.g. 'unsupported_media_type'")
+    message: str = Field(description="What went wrong and what to do, for a human")
+    details: Any = Field(None, description="Extra structure (validation errors), when any")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service returns has this shape."""
+
+    error: ErrorDetail
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class PredictionWarning(BaseModel):
+    code: Literal["low_confidence", "not_radiograph"]
+    message: str
+
+
+class Prediction(BaseModel):
+    """One image's answer: every class, most likely first, probabilities summing to 1."""
+
+    model: str = Field(description="Name of the model that answered")
+    version: int = Field(description="Version of that model")
+    label: str = Field(description="The most likely class")
+    confidence: float = Field(ge=0.0, le=1.0, description="Probability of `label`")
+    probabilities: list[ClassProbability] = Field(
+        description="Every class, sorted from most to least likely; sums to 1"
+    )
+    warnings: list[PredictionWarning] = Field(
+        description="Reasons to distrust this answer; empty when none"
+    )
+
+
+class BatchItem(BaseModel):
+    """One file of a batch: exactly one of ``prediction`` and ``error`` is set."""
+
+    index: int = Field(description="Position of the file in the request, from 0")
+    filename: str | None
+    status: int = Field(description="The HTTP status this file alone would have got")
+    prediction: Prediction | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(BaseModel):
+    model: str
+    version: int
+    results: list[BatchItem] = Field(description="One entry per file, in request order")
+
+
+class ClassesResponse(BaseModel):
+    model: str
+    version: int
+    classes: list[str] = Field(description="Class names in the model's output order")
+
+
+class VersionInfo(BaseModel):
+    version: int
+    state: Literal["serving", "available", "refused"]
+    reason: str | None = Field(None, description="Why a refused version is not served")
+
+
+class ServedModel(BaseModel):
+    version: int
+    path: str
+    runtime: str = Field(description="'tflite' (ai-edge-litert) or 'saved_model' (TensorFlow)")
+    loaded_at: dt.datetime
+    load_seconds: float
+    metadata: dict[str, Any] = Field(description="The version's metadata.json")
+
+
+class ModelsResponse(BaseModel):
+    name: str
+    models_dir: str
+    pinned_version: int | None
+    served: ServedModel | None = Field(description="null until a version is loaded")
+    versions: list[VersionInfo] = Field(description="Integer versions on disk, oldest first")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    model: str
+    version: int
+
+
+class TFServingStatus(BaseModel):
+    error_code: str
+    error_message: str
+
+
+class TFServingVersionStatus(BaseModel):
+    version: str
+    state: str
+    status: TFServingStatus
+
+
+class TFServingModelStatus(BaseModel):
+    """TF Serving's ``GET /v1/models/{name}`` answer."""
+
+    model_version_status: list[TFServingVersionStatus]
+
+
+class TFServingPredictRequest(BaseModel):
+    """TF Serving's REST predict body: row (``instances``) or columnar (``inputs``) format.
+
+    An instance is ``{"b64": "..."}`` (an encoded image, TF Serving's binary convention),
+    ``{"image_bytes": {"b64": "..."}}`` (the ``serve_bytes`` signature's input by name),
+    or a ``[H][W][C]`` list of raw pixels 0..255 (``serving_default``'s ``images``).
+    """
+
+    signature_name: str | None = Field(None, examples=["serve_bytes"])
+    instances: list[Any] | None = None
+    inputs: Any = None
+
+
+class TFServingPredictResponse(BaseModel):
+    predictions: list[list[float]] | None = Field(
+        None, description="Row format: one probability list per instance, in class order"
+    )
+    outputs: list[list[float]] | None = Field(None, description="Columnar format answer")

@@ -1,0 +1,79 @@
+"""Every knob of the service, read once from ``BONEFRAC_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trainer.preprocessing import DEFAULT_MAX_PIXELS
+
+
+def _cpu_count() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field is ``BONEFRAC_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BONEFRAC_", extra="ignore", frozen=True)
+
+    models_dir: Path = Field(
+        Path("models"), description="Folder holding <model_name>/<version>/ as the trainer exports"
+    )
+    model_name: str = Field("bone-fracture", description="Which model under models_dir to serve")
+    model_version: int | None = Field(
+        None, ge=1, description="Pin this version; unset serves the newest valid version"
+    )
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body accepted (a batch counts once)"
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="Largest image (width x height) decoded"
+    )
+    max_batch_files: int = Field(32, ge=1, description="Most files in one /predict/batch request")
+    confidence_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Warn when the top probability is below this"
+    )
+    colour_threshold: float = Field(
+        50.0,
+        ge=0.0,
+        description="Warn 'not a radiograph' above this colourfulness (Hasler-Suesstrunk; "
+        "4 of the 989 real training radiographs exceed 50, vivid photos score 80+)",
+    )
+    reload_interval_s: float = Field(
+        5.0, ge=0.0, description="Seconds between checks for a new version; 0 disables reload"
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, prediction routes require it in the X-API-Key header"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
+    )
+    interpreters: int = Field(
+        1, ge=1, description="TFLite interpreters (requests inferred at the same time)"
+    )
+    inference_threads: int = Field(
+        default_factory=_cpu_count, ge=1, description="CPU threads used by each interpreter"
+    )
+    host: str = Field("127.0.0.1", description="Default address for python -m service")
+    port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")
+    log_level: str = Field("info", description="uvicorn and service log level")
+    access_log: bool = Field(False, description="Log every request (metrics count them anyway)")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept ``a,b`` from the environment as well as a list in code."""
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """``BONEFRAC_API_KEY=`` (empty) means no key, not an empty key."""
+        return None if value == "" else value
