@@ -62,6 +62,13 @@ def api_url() -> str:
     return os.environ.get("BONEFRAC_API_URL", "").strip() or DEFAULT_API_URL
 
 
+def api_key() -> tuple[str | None, str]:
+    """The key and header the service may require, named as the service names them."""
+    key = os.environ.get("BONEFRAC_API_KEY", "").strip() or None
+    header = os.environ.get("BONEFRAC_API_KEY_HEADER", "").strip() or "X-API-Key"
+    return key, header
+
+
 def read_timeout() -> float:
     """Seconds a prediction may take (``BONEFRAC_API_TIMEOUT``), the client's default if unset."""
     raw = os.environ.get("BONEFRAC_API_TIMEOUT", "").strip()
@@ -72,9 +79,9 @@ def read_timeout() -> float:
 
 
 @st.cache_resource(show_spinner=False)
-def get_client(base_url: str, timeout: float) -> ServiceClient:
-    """One client per URL for the whole process, so reruns reuse its open connection."""
-    return ServiceClient(base_url, read_timeout=timeout)
+def get_client(base_url: str, timeout: float, key: str | None, key_header: str) -> ServiceClient:
+    """One client per settings for the whole process, so reruns reuse its open connection."""
+    return ServiceClient(base_url, read_timeout=timeout, api_key=key, api_key_header=key_header)
 
 
 def predict(client: ServiceClient, upload: Upload) -> Prediction:
@@ -184,9 +191,12 @@ def render_result(upload: Upload, client: ServiceClient) -> None:
 def render_prediction(prediction: Prediction) -> None:
     """Label, confidence, warnings first, then the chart and who answered."""
     for warning in prediction.warnings:
-        st.warning(warning, icon=":material/warning:")
-    label_col, confidence_col = st.columns([3, 2])
-    label_col.metric("Predicted fracture type", prediction.label)
+        st.warning(f"**Warning:** {warning.message}", icon=":material/warning:")
+    label_col, confidence_col = st.columns([3, 1], vertical_alignment="bottom")
+    with label_col:
+        # A header, not st.metric: metrics cut long class names short with an ellipsis.
+        st.caption("Predicted fracture type")
+        st.header(prediction.label, anchor=False)
     confidence_col.metric("Confidence", f"{prediction.confidence:.1%}")
     st.altair_chart(probability_chart(prediction), width="stretch")
     st.caption(f"Answered by model **{prediction.model}**, version **{prediction.version}**.")
@@ -194,7 +204,7 @@ def render_prediction(prediction: Prediction) -> None:
 
 def render_page() -> None:
     """The whole page, top to bottom."""
-    client = get_client(api_url(), read_timeout())
+    client = get_client(api_url(), read_timeout(), *api_key())
     render_sidebar(client)
 
     st.title("Bone fracture X-ray classifier")

@@ -50,6 +50,14 @@ class ClassProbability:
 
 
 @dataclass(frozen=True)
+class PredictionWarning:
+    """A reason to distrust an answer (``low_confidence``, ``not_radiograph``, ...)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The service's answer for one image (see ``POST /predict``)."""
 
@@ -58,7 +66,7 @@ class Prediction:
     label: str
     confidence: float
     probabilities: tuple[ClassProbability, ...]
-    warnings: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[PredictionWarning, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class ServiceStatus:
     alive: bool
     ready: bool
     detail: str
+    model: str | None = None
+    version: int | None = None
 
 
 class ServiceClient:
@@ -93,6 +103,8 @@ class ServiceClient:
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        api_key: str | None = None,
+        api_key_header: str = "X-API-Key",
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -100,6 +112,9 @@ class ServiceClient:
         self.read_timeout = read_timeout
         self._session = session or requests.Session()
         self._session.headers.setdefault("Accept", "application/json")
+        if api_key:
+            # The service can require a key on prediction routes (BONEFRAC_API_KEY).
+            self._session.headers[api_key_header] = api_key
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -131,10 +146,17 @@ class ServiceClient:
         except ServiceError as exc:
             return ServiceStatus(alive=False, ready=False, detail=exc.message)
         try:
-            self._request("GET", "/readyz", read_timeout=STATUS_READ_TIMEOUT)
+            body = self._request("GET", "/readyz", read_timeout=STATUS_READ_TIMEOUT)
         except ServiceError as exc:
             return ServiceStatus(alive=True, ready=False, detail=exc.message)
-        return ServiceStatus(alive=True, ready=True, detail="Ready")
+        model, version = body.get("model"), body.get("version")
+        return ServiceStatus(
+            alive=True,
+            ready=True,
+            detail="Ready",
+            model=str(model) if model is not None else None,
+            version=version if isinstance(version, int) else None,
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -223,6 +245,15 @@ def _error_from_body(status: int, body: object, path: str) -> ServiceError:
     return ServiceError(message, code="http_error", status=status)
 
 
+def _parse_warning(item: object) -> PredictionWarning:
+    """``{"code", "message"}`` as the service sends it; a bare string is taken as the message."""
+    if isinstance(item, Mapping):
+        return PredictionWarning(
+            code=str(item.get("code") or "warning"), message=str(item["message"])
+        )
+    return PredictionWarning(code="warning", message=str(item))
+
+
 def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
     """A :class:`Prediction` from ``POST /predict``'s body, probabilities sorted high first."""
     try:
@@ -238,7 +269,7 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
                 reverse=True,
             )
         )
-        warnings = tuple(str(text) for text in body.get("warnings") or ())
+        warnings = tuple(_parse_warning(item) for item in body.get("warnings") or ())
         return Prediction(
             model=str(body["model"]),
             version=int(body["version"]),

@@ -1,0 +1,103 @@
+"""The page, run by Streamlit's AppTest against a real service on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+RUN_TIMEOUT = 60
+
+
+def run_page(monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
+    monkeypatch.setenv("BONEFRAC_API_URL", url)
+    monkeypatch.delenv("BONEFRAC_API_KEY", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest) -> tuple[list[str], dict[str, float]]:
+    """The page's single probability chart: its class order on screen, and its data."""
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1
+    proto = charts[0].proto
+    spec = json.loads(proto.spec)
+    order = spec["layer"][0]["encoding"]["y"]["sort"]
+    rows = pa.ipc.open_stream(proto.data.data).read_all().to_pylist()
+    return order, {row["Class"]: row["Probability"] for row in rows}
+
+
+def test_upload_shows_the_services_prediction(
+    monkeypatch: pytest.MonkeyPatch, service_url: str, xray_bytes: tuple[str, bytes]
+) -> None:
+    name, data = xray_bytes
+    expected = requests.post(
+        f"{service_url}/predict", files={"file": (name, data)}, timeout=30
+    ).json()
+
+    at = run_page(monkeypatch, service_url)
+    assert "not a diagnosis" in at.info[0].value
+    assert [s.value for s in at.sidebar.success] == ["Ready"]
+    sidebar_text = "\n".join(m.value for m in at.sidebar.markdown)
+    for label in (p["label"] for p in expected["probabilities"]):
+        assert label in sidebar_text
+
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+    assert [h.value for h in at.main.header] == [expected["label"]]
+    assert {m.label: m.value for m in at.metric} == {"Confidence": f"{expected['confidence']:.1%}"}
+    captions = " ".join(c.value for c in at.caption)
+    assert f"**{expected['model']}**, version **{expected['version']}**" in captions
+
+    order, data = chart(at)
+    assert order == [p["label"] for p in expected["probabilities"]]  # every class, sorted
+    assert data == pytest.approx({p["label"]: p["probability"] for p in expected["probabilities"]})
+    shown_warnings = " ".join(w.value for w in at.warning)
+    for warning in expected["warnings"]:
+        assert warning["message"] in shown_warnings
+    assert len(at.get("image")) == 1
+
+
+def test_several_uploads_each_get_a_card_and_errors_stay_local(
+    monkeypatch: pytest.MonkeyPatch, service_url: str, xray_bytes: tuple[str, bytes]
+) -> None:
+    name, data = xray_bytes
+    at = run_page(monkeypatch, service_url)
+    at.file_uploader[0].set_value(
+        [(name, data, "image/jpeg"), ("broken.png", b"not really a png", "image/png")]
+    )
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 1  # the good file got its chart...
+    assert len(at.error) == 1  # ...and the broken one a message, not a traceback
+    assert at.error[0].value
+    assert "Traceback" not in at.error[0].value
+
+
+def test_service_down_gives_a_friendly_message(
+    monkeypatch: pytest.MonkeyPatch, dead_url: str, xray_bytes: tuple[str, bytes]
+) -> None:
+    at = run_page(monkeypatch, dead_url)
+    sidebar_errors = [e.value for e in at.sidebar.error]
+    assert len(sidebar_errors) == 1
+    assert "Cannot reach the prediction service" in sidebar_errors[0]
+
+    name, data = xray_bytes
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    main_errors = [e.value for e in at.main.error]
+    assert len(main_errors) == 1
+    assert "Cannot reach the prediction service" in main_errors[0]
+    assert dead_url in main_errors[0]
+    assert not at.get("vega_lite_chart")

@@ -1,0 +1,81 @@
+"""End to end in a real browser: headless Chromium opens the page, uploads an X-ray, and
+sees the service's prediction and the chart. The screenshot is kept as a test artefact.
+
+Chromium is Debian's package (``scripts/install-browser.sh``), driven by pip's playwright
+without its own browser download. In CI a missing browser fails the test; locally it
+skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's chromium, or a skip (locally) / failure (in CI) saying how to get it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    reason = "chromium is not installed; run scripts/install-browser.sh (as root)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_upload_in_a_real_browser_shows_prediction_and_chart(
+    page_url: str, service_url: str, xray_bytes: tuple[str, bytes], tmp_path: Path
+) -> None:
+    executable = chromium_path()
+    from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415 - only when run
+
+    name, data = xray_bytes
+    upload = tmp_path / name
+    upload.write_bytes(data)
+    expected = requests.post(
+        f"{service_url}/predict", files={"file": (name, data)}, timeout=30
+    ).json()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "ui-prediction.png"
+    screenshot.unlink(missing_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(page_url)
+            expect(page.get_by_text("Bone fracture X-ray classifier")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("not a diagnosis")).to_be_visible()
+            page.locator("input[type=file]").set_input_files(str(upload))
+
+            label = page.get_by_role("heading", name=expected["label"], exact=True)
+            expect(label).to_be_visible(timeout=30_000)
+            chart = page.locator("[data-testid=stVegaLiteChart]")
+            expect(chart).to_have_count(1)
+            expect(chart.locator("canvas, svg").first).to_be_visible(timeout=15_000)
+            answered_by = f"Answered by model {expected['model']}, version {expected['version']}"
+            expect(page.get_by_text(answered_by)).to_be_visible()
+            expect(page.locator("[data-testid=stException]")).to_have_count(0)
+            page.wait_for_timeout(500)  # let the chart's first paint finish for the picture
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
