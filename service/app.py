@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import api, tfserving
 from service.errors import install_error_handlers
+from service.limits import BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
 from service.schemas import ErrorResponse
@@ -78,7 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
         responses={500: {"model": ErrorResponse, "description": "Unexpected server error"}},
     )
     app.state.settings = settings
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(api.router)
     app.include_router(tfserving.router)

@@ -65,11 +65,16 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": body}
 
 
-def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+def error_response(exc: StarletteHTTPException) -> JSONResponse:
+    """The JSON response for an HTTP error (also used by pure ASGI middleware)."""
     code = getattr(exc, "code", None) or _STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc)
 
 
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
