@@ -199,6 +199,8 @@ def export_version(
         )
         final = artifact.version_dir(models_dir, name, version)
         try:
+            if final.exists():  # rename() would silently replace an empty folder
+                raise FileExistsError(final)
             staging.rename(final)
         except OSError as exc:
             raise TrainerError(

@@ -46,7 +46,7 @@ def make_model(num_classes: int, spec: InputSpec, hparams: Hyperparameters = DEF
         x = layers.Conv2D(
             width, hparams.kernel_size, padding="same", use_bias=False, name=f"conv{block}"
         )(x)
-        x = layers.BatchNormalization(name=f"bn{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(x)
         x = layers.ReLU(name=f"relu{block}")(x)
         x = layers.MaxPooling2D(name=f"pool{block}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)

@@ -12,6 +12,7 @@ the model, once.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -96,7 +97,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     if not data:
         raise ImageDecodeError("empty", "The file is empty.")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own pixel limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not_image", "The file is not an image Pillow can read.") from exc
     except Image.DecompressionBombError as exc:
@@ -133,7 +136,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         low, high = float(pixels.min()), float(pixels.max())
         scale = 255.0 / (high - low) if high > low else 0.0
         stretched = np.clip((pixels - low) * scale, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(stretched, mode="L")
+        return Image.fromarray(stretched)
     if image.mode == "1":
         return image.convert("L")
     if image.mode in {"RGBA", "LA", "PA", "P", "La", "RGBa"} or "transparency" in image.info:

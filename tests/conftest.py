@@ -1,0 +1,63 @@
+"""Session-wide fixtures: a tiny exported model every service and UI test can serve.
+
+Model artefacts are expensive (TensorFlow import, export, TFLite conversion), so they are
+made once per test session and treated as read-only; a test that changes a models folder
+copies it first (see ``models_copy``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+MODEL_NAME = "bone-fracture"
+TINY_SIZE = 32
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/bone-break-classification"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in the Kaggle layout (ten classes, Train/Test)."""
+    from trainer.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synthetic") / "Bone Break Classification"
+    write_dataset(out, per_class=8, size=96, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path) -> Path:
+    """A models folder holding ``bone-fracture/1``, trained one epoch by the trainer itself."""
+    from trainer.train import TrainConfig, train
+
+    models = tmp_path_factory.mktemp("models")
+    train(
+        TrainConfig(
+            data_dir=synthetic_dataset,
+            models_dir=models,
+            name=MODEL_NAME,
+            epochs=1,
+            image_size=TINY_SIZE,
+            seed=0,
+            verbose=0,
+        )
+    )
+    return models
+
+
+@pytest.fixture
+def models_copy(tiny_models_dir: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the session's models folder."""
+    target = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def real_dataset() -> Path:
+    """The real Kaggle training split, when the shared folder is present."""
+    if not REAL_DATA.is_dir():
+        pytest.skip("real dataset not present at ../shared/datasets")
+    return REAL_DATA

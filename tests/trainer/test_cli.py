@@ -1,0 +1,145 @@
+"""The command line as a user meets it: synth, train twice, evaluate; and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer import artifact, export
+from trainer.cli import main
+
+TINY = ["--image-size", "32", "--epochs", "1", "--quiet"]
+
+
+def test_synth_train_train_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, models = tmp_path / "data", tmp_path / "models"
+    assert main(["synth", "--out", str(data), "--per-class", "6", "--size", "64"]) == 0
+    assert main(["train", "--data", str(data), "--models", str(models), *TINY]) == 0
+    assert main(["train", "--data", str(data), "--models", str(models), *TINY]) == 0
+    assert artifact.list_versions(models, "bone-fracture") == [1, 2]
+    capsys.readouterr()
+
+    version = models / "bone-fracture" / "2"
+    out = tmp_path / "report"
+    code = main(
+        ["evaluate", "--model", str(version), "--data", str(data), "--out", str(out), "--json"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test"
+    assert result["version"] == 2
+    assert result["samples"] == sum(1 for _ in data.rglob("Test/*.*"))
+    assert 0 <= result["accuracy"] <= result["top3_accuracy"] <= 1
+    assert set(result["per_class"]) == set(
+        json.loads((version / "metadata.json").read_text())["classes"]
+    )
+    for name in ("classification_report.json", "confusion_matrix.png"):
+        assert (out / name).is_file()
+
+
+def _two_class_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(
+                root / name / f"{k}.png"
+            )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda tmp: ["--data", str(tmp / "nope")], "does not exist"),
+        (lambda tmp: ["--data", str(tmp)], "no images found"),
+        (
+            lambda tmp: [
+                "--data",
+                str(_two_class_folder(tmp / "d")),
+                "--models",
+                str(tmp / "d" / "a" / "0.png" / "models"),
+            ],
+            "cannot write models",
+        ),
+        (lambda tmp: ["--data", str(_two_class_folder(tmp / "d"))], "too few distinct images"),
+    ],
+)
+def test_bad_training_input_gives_one_line_and_nonzero_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup, message: str
+) -> None:
+    args = setup(tmp_path)
+    if "--models" not in args:
+        args += ["--models", str(tmp_path / "models")]
+    assert main(["train", *args, *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: ")
+    models = tmp_path / "models" / "bone-fracture"
+    assert not models.exists() or not any(models.iterdir())  # nothing half-written
+
+
+def test_synth_refuses_non_empty_target(tmp_path: Path, capsys) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["synth", "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_version(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "not a model version" in capsys.readouterr().err
+
+
+def _fake_model_export(monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
+    def write_saved_model(model, spec, path: Path) -> None:
+        (path / "saved_model.pb").write_bytes(b"model")
+
+    def write_tflite(saved_model: Path, target: Path, probe) -> float:
+        if fail:
+            raise RuntimeError("converter crashed")
+        target.write_bytes(b"tflite")
+        return 0.0
+
+    monkeypatch.setattr(export, "_write_saved_model", write_saved_model)
+    monkeypatch.setattr(export, "_write_tflite", write_tflite)
+
+
+def _export(models: Path) -> Path:
+    from trainer.preprocessing import InputSpec
+
+    return export.export_version(
+        object(),
+        models_dir=models,
+        name="m",
+        classes=["a", "b"],
+        spec=InputSpec(8, 8, 1),
+        metadata={},
+        probe=np.zeros((1, 8, 8, 1), np.float32),
+    )
+
+
+def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_model_export(monkeypatch, fail=True)
+    with pytest.raises(RuntimeError):
+        _export(tmp_path)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_version_clash_is_refused_and_cleaned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_model_export(monkeypatch, fail=False)
+    assert _export(tmp_path).name == "1"
+    (tmp_path / "m" / "2").mkdir()
+    (tmp_path / "m" / "2" / "other-writer").write_text("x")
+    monkeypatch.setattr(artifact, "list_versions", lambda *_: [1])  # a stale view: 2 appears
+    with pytest.raises(export.TrainerError, match="appeared while exporting"):
+        _export(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2"]
+    assert (tmp_path / "m" / "2" / "other-writer").read_text() == "x"

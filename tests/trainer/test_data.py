@@ -1,0 +1,159 @@
+"""Data guards: layouts are found, broken files skipped, near-duplicates never split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer import data
+from trainer.errors import TrainerError
+from trainer.preprocessing import InputSpec
+
+SPEC = InputSpec(16, 16, 1)
+
+
+def radiograph(seed: int, size: int = 48) -> Image.Image:
+    """A random blocky gray image; different seeds give perceptually different images."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    return Image.fromarray(blocks).resize((size, size), Image.Resampling.NEAREST)
+
+
+def write(path: Path, image: Image.Image) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def test_kaggle_layout_nested_with_spaces_and_capitals(tmp_path: Path) -> None:
+    root = tmp_path / "Bone Break Classification" / "Bone Break Classification"
+    for number, name in enumerate(["Hairline Fracture", "Avulsion fracture"]):
+        for split in ("Train", "Test"):
+            write(root / name / split / f"img{number}_{split}.jpg", radiograph(number))
+    index = data.discover(tmp_path)
+    assert index.classes == ["Avulsion fracture", "Hairline Fracture"]
+    hints = {(s.class_name, s.split_hint) for s in index.samples}
+    assert hints == {(c, h) for c in index.classes for h in ("train", "test")}
+
+
+def test_split_first_layout(tmp_path: Path) -> None:
+    for split in ("train", "TEST"):
+        for number, name in enumerate(["Oblique fracture", "Spiral Fracture", "greenstick"]):
+            write(tmp_path / split / name / f"{number}.png", radiograph(number))
+    index = data.discover(tmp_path)
+    assert index.classes == ["greenstick", "Oblique fracture", "Spiral Fracture"]
+    assert {s.split_hint for s in index.samples} == {"train", "test"}
+
+
+def test_plain_class_folders(tmp_path: Path) -> None:
+    for number, name in enumerate(["a b", "C d"]):
+        write(tmp_path / "deep" / "er" / name / f"{number}.bmp", radiograph(number))
+    index = data.discover(tmp_path)
+    assert index.classes == ["a b", "C d"]
+    assert all(s.split_hint is None for s in index.samples)
+
+
+def test_broken_and_foreign_files_are_skipped_and_listed(tmp_path: Path) -> None:
+    for number, name in enumerate(["one", "two"]):
+        for k in range(3):
+            write(tmp_path / name / f"{k}.png", radiograph(10 * number + k))
+    (tmp_path / "one" / "notes.txt").write_text("not an image")
+    (tmp_path / "two" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    loaded = data.load(data.discover(tmp_path), SPEC)
+    assert len(loaded.labels) == 6
+    reasons = dict(loaded.skipped)
+    assert set(reasons) == {str(Path("one/notes.txt")), str(Path("two/broken.jpg"))}
+    assert all(reasons.values())
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: root, "no images found"),
+        (lambda root: write(root / "only" / "x.png", radiograph(0)).parents[1], "one class"),
+    ],
+)
+def test_unusable_folders_raise_one_line_errors(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(TrainerError, match=message) as caught:
+        data.discover(make(tmp_path))
+    assert "\n" not in str(caught.value)
+
+
+def test_roboflow_stem() -> None:
+    assert data.roboflow_stem("F1-large4_jpg.rf.4252b8d03c32b5e5299279de5619cc.jpg") == "f1-large4"
+    assert data.roboflow_stem("35765-galleyfig1a_jpeg.rf62790773a110.jpg") == "35765-galleyfig1a"
+    assert data.roboflow_stem("Inkedcalc_png.rf.ff05_LI.jpg") == "calc"
+    assert data.roboflow_stem("plain.jpg") is None
+
+
+def test_flipped_copy_has_near_zero_hash_distance() -> None:
+    image = radiograph(3, size=64)
+    original = data.dhash_variants(image)
+    flipped = data.dhash_variants(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    other = data.dhash_variants(radiograph(4, size=64))
+    assert data.hash_distance(flipped[np.newaxis], original[0])[0] <= 2
+    assert data.hash_distance(other[np.newaxis], original[0])[0] > data.PHASH_MAX_DISTANCE
+
+
+@pytest.fixture
+def duplicated_dataset(tmp_path: Path) -> Path:
+    """Three classes; many images come in near-duplicate families with different names."""
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        for family in range(8):
+            base = radiograph(100 * label + family)
+            copies = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+            for k, copy in enumerate(copies[: 1 + int(rng.integers(0, 2))]):
+                write(tmp_path / f"class {label}" / f"x{family}_{k}.png", copy)
+            # a Roboflow-style augmented copy: same stem, unrelated pixels
+            write(
+                tmp_path / f"class {label}" / f"src{family}_jpg.rf.{k}abc.jpg",
+                radiograph(9000 + 100 * label + family),
+            )
+            write(
+                tmp_path / f"class {label}" / f"src{family}_jpg.rf.ff{k}.jpg",
+                radiograph(5000 + 100 * label + family),
+            )
+    return tmp_path
+
+
+def test_grouped_split_keeps_near_duplicates_on_one_side(duplicated_dataset: Path) -> None:
+    loaded = data.load(data.discover(duplicated_dataset), SPEC)
+    assert loaded.groups_merged >= 24  # every Roboflow pair, plus the flipped copies
+    for seed in range(5):
+        split = data.grouped_split(loaded, val_fraction=0.25, test_fraction=0.25, seed=seed)
+        sides = [set(loaded.groups[rows].tolist()) for rows in (split.train, split.val, split.test)]
+        assert not sides[0] & sides[1]
+        assert not sides[0] & sides[2]
+        assert not sides[1] & sides[2]
+        everything = np.sort(np.concatenate([split.train, split.val, split.test]))
+        np.testing.assert_array_equal(everything, np.arange(len(loaded.labels)))
+        for rows in (split.val, split.test):  # stratified: every class on every side
+            assert set(loaded.labels[rows].tolist()) == {0, 1, 2}
+
+
+def test_leaky_test_images_move_to_train(tmp_path: Path) -> None:
+    for label in range(2):
+        for k in range(6):
+            write(tmp_path / f"c{label}" / "Train" / f"{k}.png", radiograph(10 * label + k))
+        write(tmp_path / f"c{label}" / "Test" / "fresh.png", radiograph(500 + label))
+        write(tmp_path / f"c{label}" / "Test" / "copy.png", radiograph(10 * label))  # leak
+    loaded = data.load(data.discover(tmp_path), SPEC)
+    split = data.grouped_split(loaded, val_fraction=0.3, seed=0)
+    assert split.moved_from_test == 2
+    assert sorted(Path(loaded.paths[i]).name for i in split.test) == ["fresh.png", "fresh.png"]
+
+
+def test_fingerprint_depends_on_content_not_names(tmp_path: Path) -> None:
+    for label in range(2):
+        write(tmp_path / "a" / f"c{label}" / "x.png", radiograph(label))
+        write(tmp_path / "b" / f"c{label}" / "renamed.png", radiograph(label))
+    first = data.load(data.discover(tmp_path / "a"), SPEC).fingerprint
+    second = data.load(data.discover(tmp_path / "b"), SPEC).fingerprint
+    assert first == second
+    write(tmp_path / "b" / "c0" / "renamed.png", radiograph(7))
+    assert data.load(data.discover(tmp_path / "b"), SPEC).fingerprint != first

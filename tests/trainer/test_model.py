@@ -1,0 +1,125 @@
+"""Model guards: the search space builds, the export is complete, deterministic and loadable."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer import artifact
+from trainer.preprocessing import InputSpec, load_array
+
+MODEL_NAME = "bone-fracture"
+
+
+def test_build_model_with_default_hyperparameters() -> None:
+    import keras_tuner
+
+    from trainer.model import DEFAULTS, build_model
+
+    spec = InputSpec(64, 64, 1)
+    model = build_model(keras_tuner.HyperParameters(), num_classes=7, spec=spec)
+    assert model.input_shape == (None, 64, 64, 1)
+    assert model.output_shape == (None, 7)
+    assert model.get_layer("conv0").filters == DEFAULTS.filters
+    assert not any("random" in layer.name for layer in model.layers)  # no augmentation inside
+    out = np.asarray(model(np.full((2, 64, 64, 1), 128, np.float32), training=False))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def version_dir(tiny_models_dir: Path) -> Path:
+    return artifact.version_dir(tiny_models_dir, MODEL_NAME, 1)
+
+
+@pytest.fixture(scope="module")
+def metadata(version_dir: Path) -> dict:
+    return artifact.check_version(version_dir)
+
+
+@pytest.fixture(scope="module")
+def sample_files(synthetic_dataset: Path) -> list[Path]:
+    return sorted(synthetic_dataset.rglob("Test/*.*"))[:6]
+
+
+def test_export_layout_and_metadata(version_dir: Path, metadata: dict, synthetic_dataset) -> None:
+    for name in ("saved_model.pb", "model.tflite", "metadata.json", "variables"):
+        assert (version_dir / name).exists(), name
+    for name in ("classification_report.json", "confusion_matrix.png", "training_curves.png"):
+        assert (version_dir / "reports" / name).stat().st_size > 0, name
+    assert metadata["name"] == MODEL_NAME
+    assert metadata["version"] == 1
+    assert metadata["classes"] == sorted(
+        (p.name for p in synthetic_dataset.iterdir()), key=str.casefold
+    )
+    assert metadata["input"]["height"] == metadata["input"]["width"] == 32
+    assert metadata["dataset"]["fingerprint"].startswith("sha256:")
+    assert sum(metadata["dataset"]["per_class"].values()) == 80
+    for key in ("accuracy", "top3_accuracy", "macro_f1"):
+        assert 0.0 <= metadata["metrics"]["test"][key] <= 1.0
+    assert {"tensorflow-cpu", "keras", "numpy"} <= set(metadata["libraries"]) | {"tensorflow-cpu"}
+    assert not list(version_dir.parent.glob(".staging-*"))  # nothing half-written left over
+    report = json.loads((version_dir / "reports/classification_report.json").read_text())
+    assert report["samples"] == metadata["metrics"]["test"]["samples"]
+
+
+def _inputs(files: list[Path], spec: InputSpec) -> np.ndarray:
+    return np.stack([load_array(path.read_bytes(), spec) for path in files])
+
+
+def test_saved_model_reloads_deterministic_and_sums_to_one(
+    version_dir: Path, metadata: dict, sample_files: list[Path]
+) -> None:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    batch = tf.constant(_inputs(sample_files, InputSpec.from_dict(metadata["input"])))
+    first = signature(images=batch)["probabilities"].numpy()
+    second = signature(images=batch)["probabilities"].numpy()
+    assert first.shape == (len(sample_files), len(metadata["classes"]))
+    np.testing.assert_array_equal(first, second)  # no dropout or augmentation at inference
+    np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tflite_matches_saved_model(
+    version_dir: Path, metadata: dict, sample_files: list[Path]
+) -> None:
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    images = _inputs(sample_files, InputSpec.from_dict(metadata["input"]))
+    expected = (
+        tf.saved_model.load(str(version_dir))
+        .signatures["serving_default"](images=tf.constant(images))["probabilities"]
+        .numpy()
+    )
+    runner = Interpreter(model_path=str(version_dir / "model.tflite")).get_signature_runner(
+        "serving_default"
+    )
+    got = np.concatenate(
+        [runner(images=images[i : i + 1])["probabilities"] for i in range(len(images))]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bytes_signature_agrees_with_shared_preprocessing(
+    version_dir: Path, metadata: dict, sample_files: list[Path]
+) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(version_dir))
+    encoded = []
+    for path in sample_files:  # TF decodes JPEG/PNG; re-encode as PNG RGB to cover both paths
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").save(buffer, "PNG")
+        encoded.append(buffer.getvalue())
+    from_bytes = loaded.signatures["serve_bytes"](image_bytes=tf.constant(encoded))
+    images = np.stack([load_array(b, InputSpec.from_dict(metadata["input"])) for b in encoded])
+    from_pixels = loaded.signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(
+        from_bytes["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-2
+    )

@@ -1,0 +1,47 @@
+"""Training-time augmentation, applied in the tf.data pipeline and never exported.
+
+Keras keeps preprocessing layers such as ``RandomFlip`` inside a model's graph; putting
+them here instead of in the model guarantees the served model is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of each random transform; zero turns one off."""
+
+    flip: bool = True
+    rotation: float = 0.05  # fraction of a full turn (0.05 = +-18 degrees)
+    zoom: float = 0.1
+    contrast: float = 0.2
+    brightness: float = 0.15
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip or any((self.rotation, self.zoom, self.contrast, self.brightness))
+
+
+NONE = AugmentConfig(flip=False, rotation=0.0, zoom=0.0, contrast=0.0, brightness=0.0)
+
+
+def make_augmenter(config: AugmentConfig, seed: int) -> Any:
+    """A Keras pipeline of random layers working on raw 0..255 pixels."""
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    steps: list[Any] = []
+    if config.flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if config.rotation:
+        steps.append(layers.RandomRotation(config.rotation, fill_mode="constant", seed=seed))
+    if config.zoom:
+        steps.append(layers.RandomZoom(config.zoom, fill_mode="constant", seed=seed))
+    if config.contrast:
+        steps.append(layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
+    if config.brightness:
+        steps.append(layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+    return keras.Sequential(steps, name="augmentation")

@@ -1,0 +1,310 @@
+"""Find labelled radiographs in a folder, load them, group near-duplicates and split.
+
+Accepted layouts, at any depth below the folder the user names (folder names keep their
+spaces and capitalisation; class names are the folder names as written):
+
+* Kaggle's ``<Class>/Train/*.jpg`` and ``<Class>/Test/*.jpg``
+* ``train/<Class>/*`` and ``test/<Class>/*`` (also ``val``/``valid``/``validation``)
+* plain ``<Class>/*``
+
+Near-duplicates (Roboflow exports several augmented copies of one source image) are
+grouped so that a group never straddles a split: same Roboflow source stem, identical
+bytes, or a perceptual hash within a few bits under any flip or quarter turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainer.errors import TrainerError
+from trainer.preprocessing import (
+    ACCEPTED_SUFFIXES,
+    ImageDecodeError,
+    InputSpec,
+    decode_image,
+    to_array,
+)
+
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "test": "test",
+    "testing": "test",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
+IGNORED_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+#: Difference hashes are DHASH_SIDE**2 bits; two images whose hashes differ in at most
+#: PHASH_MAX_DISTANCE bits (under some flip or turn) are one group. Measured on the real
+#: training split: differently named pairs within 12 bits are copies of one figure, while
+#: unrelated radiographs sit near 128 bits apart.
+DHASH_SIDE = 16
+PHASH_MAX_DISTANCE = 12
+_ROBOFLOW_STEM = re.compile(r"^(?P<stem>.+?)_(?:jpe?g|png|webp|bmp|gif|tiff?)\.rf", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file: where it is, its class name and the split its folders name, if any."""
+
+    path: Path
+    class_name: str
+    split_hint: str | None
+
+
+@dataclass
+class DatasetIndex:
+    """What :func:`discover` found: classes in output order, samples and skipped files."""
+
+    root: Path
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class LoadedDataset:
+    """Decoded model inputs with everything the split and the report need."""
+
+    classes: list[str]
+    paths: list[str]
+    images: np.ndarray  # (N, H, W, C) float32 0..255
+    labels: np.ndarray  # (N,) int
+    split_hints: list[str | None]
+    groups: np.ndarray  # (N,) int, near-duplicate group id
+    fingerprint: str
+    skipped: list[tuple[str, str]]
+    groups_merged: int  # images that joined another image's group
+
+
+def _split_of(folder_name: str) -> str | None:
+    return SPLIT_ALIASES.get(folder_name.strip().lower())
+
+
+def discover(root: Path) -> DatasetIndex:
+    """Walk ``root`` and label every image file by its class folder."""
+    root = Path(root)
+    if not root.exists():
+        raise TrainerError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise TrainerError(f"data folder {root} is not a folder")
+    spellings: dict[str, str] = {}  # casefolded class name -> first spelling seen
+    samples: list[Sample] = []
+    skipped: list[tuple[str, str]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name.lower() in IGNORED_FILES or any(
+            part.startswith(".") for part in path.relative_to(root).parts
+        ):
+            continue
+        relative = str(path.relative_to(root))
+        if path.suffix.lower() not in ACCEPTED_SUFFIXES:
+            skipped.append((relative, "not an image file"))
+            continue
+        folder = path.parent
+        split = _split_of(folder.name) if folder != root else None
+        if split is not None:  # <Class>/Train/x.jpg
+            folder = folder.parent
+        elif folder != root:  # train/<Class>/x.jpg or <Class>/x.jpg
+            split = _split_of(folder.parent.name)
+        if folder == root or root not in folder.parents:
+            skipped.append((relative, "not inside a class folder"))
+            continue
+        class_name = spellings.setdefault(folder.name.casefold(), folder.name)
+        samples.append(Sample(path, class_name, split))
+    if not samples:
+        raise TrainerError(
+            f"no images found under {root}; expected class folders such as "
+            "<Class>/Train/*.jpg, train/<Class>/*.jpg or <Class>/*.jpg"
+        )
+    classes = sorted(set(spellings.values()), key=str.casefold)
+    if len(classes) < 2:
+        raise TrainerError(
+            f"found only one class ({classes[0]}) under {root}; need at least two class folders"
+        )
+    return DatasetIndex(root=root, classes=classes, samples=samples, skipped=skipped)
+
+
+def roboflow_stem(filename: str) -> str | None:
+    """The source image's stem in Roboflow's ``<stem>_<ext>.rf.<hash>.jpg`` export names."""
+    match = _ROBOFLOW_STEM.match(filename)
+    return match.group("stem").lower().removeprefix("inked") if match else None
+
+
+def dhash_variants(image: Image.Image) -> np.ndarray:
+    """256-bit difference hashes under the eight flips and quarter turns, packed (8, 32)."""
+    gray = image.convert("L")
+    hashes = []
+    for transpose in (None, *Image.Transpose):
+        variant = gray if transpose is None else gray.transpose(transpose)
+        side = DHASH_SIDE
+        small = np.asarray(
+            variant.resize((side + 1, side), Image.Resampling.BILINEAR), dtype=np.float32
+        )
+        hashes.append(np.packbits(small[:, 1:] > small[:, :-1]))
+    return np.stack(hashes)
+
+
+class _UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, first: int, second: int) -> None:
+        self.parent[self.find(first)] = self.find(second)
+
+
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint16)
+
+
+def hash_distance(hashes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Smallest Hamming distance of each (8, 32) hash stack to one packed hash."""
+    return _POPCOUNT[hashes ^ reference].sum(axis=-1).min(axis=-1)
+
+
+def group_near_duplicates(
+    stems: list[str | None], digests: list[str], hashes: np.ndarray
+) -> np.ndarray:
+    """Group ids such that near-duplicates share one (union of the three signals)."""
+    count = len(stems)
+    union = _UnionFind(count)
+    for key_list in (stems, digests):
+        first_seen: dict[str, int] = {}
+        for index, key in enumerate(key_list):
+            if key is None:
+                continue
+            union.union(index, first_seen.setdefault(key, index))
+    for index in range(count):
+        distances = hash_distance(hashes[index + 1 :], hashes[index, 0])
+        for offset in np.flatnonzero(distances <= PHASH_MAX_DISTANCE):
+            union.union(index, index + 1 + int(offset))
+    roots = [union.find(index) for index in range(count)]
+    ids = {root: number for number, root in enumerate(dict.fromkeys(roots))}
+    return np.array([ids[root] for root in roots], dtype=np.int64)
+
+
+def _read(sample: Sample, spec: InputSpec) -> tuple[np.ndarray, str, np.ndarray] | str:
+    try:
+        data = sample.path.read_bytes()
+        image = decode_image(data)
+    except ImageDecodeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return to_array(image, spec), hashlib.sha256(data).hexdigest(), dhash_variants(image)
+
+
+def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDataset:
+    """Decode every sample (skipping broken files) and group near-duplicates."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda s: _read(s, spec), index.samples))
+    skipped = list(index.skipped)
+    kept: list[tuple[Sample, tuple[np.ndarray, str, np.ndarray]]] = []
+    for sample, result in zip(index.samples, results, strict=True):
+        if isinstance(result, str):
+            skipped.append((str(sample.path.relative_to(index.root)), result))
+        else:
+            kept.append((sample, result))
+    present = sorted({s.class_name for s, _ in kept}, key=str.casefold)
+    if len(present) < 2:
+        raise TrainerError(
+            f"fewer than two classes have readable images under {index.root} "
+            f"({len(skipped)} files skipped)"
+        )
+    classes = [c for c in index.classes if c in present]
+    class_ids = {name: number for number, name in enumerate(classes)}
+    relative = [str(s.path.relative_to(index.root)) for s, _ in kept]
+    digests = [r[1] for _, r in kept]
+    groups = group_near_duplicates(
+        [roboflow_stem(s.path.name) for s, _ in kept], digests, np.stack([r[2] for _, r in kept])
+    )
+    fingerprint = hashlib.sha256(
+        "\n".join(
+            sorted(f"{s.class_name}\t{d}" for (s, _), d in zip(kept, digests, strict=True))
+        ).encode()
+    ).hexdigest()
+    return LoadedDataset(
+        classes=classes,
+        paths=relative,
+        images=np.stack([r[0] for _, r in kept]),
+        labels=np.array([class_ids[s.class_name] for s, _ in kept], dtype=np.int64),
+        split_hints=[s.split_hint for s, _ in kept],
+        groups=groups,
+        fingerprint=fingerprint,
+        skipped=skipped,
+        groups_merged=len(kept) - len(np.unique(groups)),
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of each side; ``moved_from_test`` counts leaky test images moved to train."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    moved_from_test: int = 0
+
+
+def _carve(
+    candidates: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``candidates`` into (rest, carved): stratified by class, whole groups only."""
+    from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415
+
+    # Tiny datasets: fewer folds (a larger share carved) rather than a class-less fold.
+    largest_class = int(np.bincount(labels[candidates]).max())
+    folds = max(2, min(round(1 / fraction), largest_class))
+    if len(np.unique(groups[candidates])) < folds or largest_class < 2:
+        raise TrainerError(
+            f"too few distinct images ({len(np.unique(groups[candidates]))}) to split off "
+            f"{fraction:.0%} for validation/test; add images"
+        )
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class has fewer members than n_splits"
+        warnings.simplefilter("ignore", UserWarning)
+        rest, carved = next(splitter.split(candidates, labels[candidates], groups[candidates]))
+    return candidates[rest], candidates[carved]
+
+
+def grouped_split(
+    dataset: LoadedDataset, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> Split:
+    """Train/validation/test indices with every near-duplicate group on one side.
+
+    A test split given by the folders is kept, except that test images with a
+    near-duplicate among the training images are moved to training (they would leak).
+    """
+    everything = np.arange(len(dataset.labels))
+    hinted_test = np.array([hint == "test" for hint in dataset.split_hints])
+    moved = 0
+    if hinted_test.any() and (~hinted_test).any():
+        train_groups = set(dataset.groups[~hinted_test].tolist())
+        leaky = hinted_test & np.isin(dataset.groups, list(train_groups))
+        moved = int(leaky.sum())
+        is_test = hinted_test & ~leaky
+        test, rest = everything[is_test], everything[~is_test]
+    else:
+        rest, test = _carve(everything, dataset.labels, dataset.groups, test_fraction, seed)
+    train, val = _carve(rest, dataset.labels, dataset.groups, val_fraction, seed + 1)
+    return Split(train=train, val=val, test=test, moved_from_test=moved)
+
+
+def class_counts(labels: Iterable[int], classes: list[str]) -> dict[str, int]:
+    counts = Counter(int(label) for label in labels)
+    return {name: counts.get(number, 0) for number, name in enumerate(classes)}

@@ -1,0 +1,274 @@
+"""Train a classifier on a folder of radiographs and export it as the next model version."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer import data, evaluate, export
+from trainer.augment import AugmentConfig, make_augmenter
+from trainer.errors import TrainerError
+from trainer.model import DEFAULTS, Hyperparameters, make_model
+from trainer.preprocessing import InputSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; the CLI fills it from flags."""
+
+    data_dir: Path
+    models_dir: Path
+    name: str = "bone-fracture"
+    epochs: int = 5
+    image_size: int = 128
+    channels: int = 1
+    batch_size: int = 32
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    patience: int = 3
+    tune: bool = False
+    max_trials: int = 5
+    hparams: Hyperparameters = DEFAULTS
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    verbose: int = 1
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec(self.image_size, self.image_size, self.channels)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version_dir: Path
+    metrics: dict[str, Any]
+    hparams: Hyperparameters
+
+
+def _log(config: TrainConfig, message: str) -> None:
+    if config.verbose:
+        print(message, flush=True)
+
+
+def _validate(config: TrainConfig) -> None:
+    if config.epochs < 1:
+        raise TrainerError("--epochs must be at least 1")
+    if not 16 <= config.image_size <= 1024:
+        raise TrainerError("--image-size must be between 16 and 1024 pixels")
+    if config.channels not in (1, 3):
+        raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
+    if not config.name or "/" in config.name or config.name.startswith("."):
+        raise TrainerError(f"invalid model name {config.name!r}")
+
+
+def make_datasets(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    *,
+    weights: np.ndarray | None = None,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+) -> Any:
+    """A batched tf.data pipeline of (pixels, one-hot, sample weight); augmented if asked."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    sample_weights = np.ones(len(labels), np.float32) if weights is None else weights
+    dataset = tf.data.Dataset.from_tensor_slices((images, one_hot, sample_weights))
+    if augment is not None:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if augment is not None and augment.enabled:
+        augmenter = make_augmenter(augment, seed)
+
+        def apply(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
+            return tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y, w
+
+        dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-sample weights that give every class the same total weight (imbalance)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    per_class = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return per_class[labels].astype(np.float32)
+
+
+def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Probabilities from a Keras model without ``model.predict``'s per-call overhead."""
+    outputs = [
+        np.asarray(model(images[start : start + batch_size], training=False))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def _keep_best_callback() -> Any:
+    import keras  # noqa: PLC0415
+
+    class KeepBest(keras.callbacks.Callback):
+        """Remember the weights of the epoch with the lowest validation loss."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best_loss = float("inf")
+            self.best_epoch = 0
+            self.best_weights: list[Any] | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            loss = (logs or {}).get("val_loss", float("inf"))
+            if loss < self.best_loss:
+                self.best_loss, self.best_epoch = loss, epoch + 1
+                self.best_weights = self.model.get_weights()
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return KeepBest()
+
+
+def fit(
+    config: TrainConfig,
+    hparams: Hyperparameters,
+    dataset: data.LoadedDataset,
+    split: data.Split,
+) -> tuple[Any, dict[str, list[float]], int]:
+    """Train one model; return it (best epoch's weights), its history and the best epoch."""
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(config.seed)
+    num_classes = len(dataset.classes)
+    train_labels = dataset.labels[split.train]
+    train_ds = make_datasets(
+        dataset.images[split.train],
+        train_labels,
+        num_classes,
+        config.batch_size,
+        weights=balanced_weights(train_labels, num_classes),
+        augment=config.augment,
+        seed=config.seed,
+    )
+    val_ds = make_datasets(
+        dataset.images[split.val], dataset.labels[split.val], num_classes, config.batch_size
+    )
+    model = make_model(num_classes, config.spec, hparams)
+    keep_best = _keep_best_callback()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=[
+            keep_best,
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        ],
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=config.verbose,
+    )
+    return (
+        model,
+        {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        (keep_best.best_epoch),
+    )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """The whole run: load, split, (tune,) fit, evaluate on held-out data, export."""
+    _validate(config)
+    started = time.monotonic()
+    export.ensure_writable(config.models_dir, config.name)
+    index = data.discover(config.data_dir)
+    _log(
+        config,
+        f"found {len(index.samples)} images in {len(index.classes)} classes "
+        f"under {config.data_dir}; decoding at {config.image_size} px",
+    )
+    dataset = data.load(index, config.spec)
+    split = data.grouped_split(dataset, config.val_fraction, config.test_fraction, config.seed)
+    for side, rows in (("train", split.train), ("validation", split.val), ("test", split.test)):
+        if len(rows) == 0:
+            raise TrainerError(f"the {side} split is empty; add images to every class")
+    _log(
+        config,
+        f"{len(dataset.labels)} readable, {len(dataset.skipped)} skipped; "
+        f"{dataset.groups_merged} near-duplicates grouped; split train "
+        f"{len(split.train)} / validation {len(split.val)} / test {len(split.test)}",
+    )
+
+    hparams, search = config.hparams, None
+    if config.tune:
+        from trainer.tune import search_hyperparameters  # noqa: PLC0415
+
+        hparams, search = search_hyperparameters(config, dataset, split)
+        _log(config, f"best hyperparameters: {hparams.to_dict()}")
+
+    model, history, best_epoch = fit(config, hparams, dataset, split)
+    test_images = dataset.images[split.test]
+    test_metrics = evaluate.compute_metrics(
+        dataset.labels[split.test], predict(model, test_images), dataset.classes
+    )
+    val_metrics = evaluate.compute_metrics(
+        dataset.labels[split.val], predict(model, dataset.images[split.val]), dataset.classes
+    )
+    _log(config, "held-out test split:\n" + evaluate.format_metrics(test_metrics))
+
+    summary = {
+        key: test_metrics[key] for key in ("samples", "accuracy", "top3_accuracy", "macro_f1")
+    }
+    metadata = {
+        "hyperparameters": {
+            **hparams.to_dict(),
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "image_size": config.image_size,
+            "seed": config.seed,
+            "augmentation": config.augment.__dict__,
+            "class_balancing": "per-sample weights, equal total weight per class",
+            **({"search": search} if search else {}),
+        },
+        "metrics": {
+            "test": summary,
+            "validation": {key: val_metrics[key] for key in summary},
+            "split": "grouped by near-duplicate (Roboflow stem, identical bytes, 256-bit "
+            "dHash under flips/turns); stratified by class",
+        },
+        "dataset": {
+            "source": str(Path(config.data_dir).resolve()),
+            "fingerprint": f"sha256:{dataset.fingerprint}",
+            "per_class": data.class_counts(dataset.labels, dataset.classes),
+            "split_sizes": {
+                "train": len(split.train),
+                "validation": len(split.val),
+                "test": len(split.test),
+            },
+            "near_duplicates_grouped": dataset.groups_merged,
+            "test_images_moved_to_train": split.moved_from_test,
+            "skipped_files": [{"path": p, "reason": r} for p, r in dataset.skipped],
+        },
+        "training": {
+            "epochs_run": len(history.get("loss", [])),
+            "best_epoch": best_epoch,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    }
+    version_dir = export.export_version(
+        model,
+        models_dir=config.models_dir,
+        name=config.name,
+        classes=dataset.classes,
+        spec=config.spec,
+        metadata=metadata,
+        probe=test_images[:4],
+        write_reports=lambda out: evaluate.write_reports(
+            out, test_metrics, dataset.classes, history
+        ),
+    )
+    _log(config, f"exported {version_dir}")
+    return TrainResult(version_dir=version_dir, metrics=test_metrics, hparams=hparams)
