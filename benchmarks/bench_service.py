@@ -1,0 +1,398 @@
+"""Side-by-side speed of the inference service, on the same images, in one run.
+
+1. bare:    in-process decode + resize (the shared preprocessing) + TFLite forward;
+2. service: ``python -m service`` over HTTP on loopback, 1 client and 8 concurrent;
+3. naive:   what most fracture-classifier repos do, a FastAPI route that decodes with
+            Pillow and calls ``keras_model.predict()`` on each request (here the same
+            SavedModel wrapped in ``keras.layers.TFSMLayer``), also 1 and 8 clients.
+
+Prints p50/p95 latency and throughput for each, the ratios against the targets, and the
+service's start-to-ready time and resident memory.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_service.py [--models DIR] [--requests N]
+
+Images are real radiographs from ../shared/datasets/bone-break-classification when
+present, synthetic ones from :mod:`trainer.synth` otherwise. With no model in ``--models``
+it says how to train one, or trains a small one on synthetic data with ``--train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainer.artifact import list_versions, read_metadata, version_dir  # noqa: E402
+from trainer.preprocessing import InputSpec, decode_image, to_array  # noqa: E402
+
+REAL_DATA = REPO.parent / "shared/datasets/bone-break-classification"
+MODEL = "bone-fracture"
+CONCURRENCY = 8
+
+NAIVE_APP = """
+import io, sys
+import numpy as np
+from fastapi import FastAPI, File, UploadFile
+from PIL import Image
+import keras
+
+path, height, width, channels = sys.argv[1], *map(int, sys.argv[2:5])
+layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+model = keras.Sequential([keras.Input((height, width, channels)), layer])
+app = FastAPI()
+
+@app.get("/readyz")
+async def readyz():
+    return {"status": "ready"}
+
+@app.post("/predict")
+async def predict(file: UploadFile = File(...)):
+    image = Image.open(io.BytesIO(await file.read())).convert("L" if channels == 1 else "RGB")
+    image = image.resize((width, height))
+    pixels = np.asarray(image, dtype=np.float32).reshape(1, height, width, channels)
+    probs = model.predict(pixels, verbose=0)["probabilities"][0]
+    return {"label": int(np.argmax(probs)), "confidence": float(np.max(probs))}
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[5]), log_level="warning")
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    latencies: list[float]  # seconds, one per request
+    wall: float  # seconds for all requests
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.latencies, 50)) * 1000
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.latencies, 95)) * 1000
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.wall
+
+
+def load_images(count: int) -> tuple[list[bytes], str]:
+    """Real radiographs spread over the classes when present, else synthetic ones."""
+    if REAL_DATA.is_dir():
+        files = sorted(REAL_DATA.glob("*/Train/*.jpg"))
+        step = max(1, len(files) // count)
+        return [f.read_bytes() for f in files[::step][:count]], f"real radiographs ({REAL_DATA})"
+    from trainer.synth import write_dataset  # noqa: PLC0415
+
+    out = Path(tempfile.mkdtemp(prefix="bench-synth-"))
+    write_dataset(out / "data", per_class=max(2, count // 10 + 1), size=256, seed=0)
+    files = sorted(p for p in (out / "data").rglob("*") if p.suffix in {".jpg", ".png"})
+    return [f.read_bytes() for f in files[:count]], "synthetic radiographs (trainer.synth)"
+
+
+def find_model(models_dir: Path, train: bool) -> Path:
+    versions = list_versions(models_dir, MODEL)
+    if versions:
+        return version_dir(models_dir, MODEL, versions[-1])
+    if not train:
+        sys.exit(
+            f"No model in {models_dir / MODEL}. Train one first:\n"
+            "  .venv/bin/python -m trainer synth --out data/synth\n"
+            f"  .venv/bin/python -m trainer train --data data/synth --models {models_dir}\n"
+            "or run this script with --train to train a small one on synthetic data."
+        )
+    from trainer.synth import write_dataset  # noqa: PLC0415
+    from trainer.train import TrainConfig, train  # noqa: PLC0415
+
+    data = Path(tempfile.mkdtemp(prefix="bench-train-")) / "data"
+    write_dataset(data, per_class=20, size=256, seed=0)
+    print(f"training a small model on synthetic data into {models_dir} ...", flush=True)
+    train(TrainConfig(data_dir=data, models_dir=models_dir, name=MODEL, epochs=1, seed=0))
+    return version_dir(models_dir, MODEL, list_versions(models_dir, MODEL)[-1])
+
+
+def bench_bare(images: list[bytes], path: Path, spec: InputSpec, requests: int) -> Result:
+    """The floor: what one request costs with no HTTP at all."""
+    from service.runtime import TFLitePredictor  # noqa: PLC0415
+
+    predictor = TFLitePredictor(path / "model.tflite", threads=os.cpu_count())
+
+    def one(data: bytes) -> None:
+        predictor.predict(to_array(decode_image(data), spec)[np.newaxis])
+
+    for data in images[:10]:
+        one(data)
+    latencies = []
+    start = time.perf_counter()
+    for i in range(requests):
+        t = time.perf_counter()
+        one(images[i % len(images)])
+        latencies.append(time.perf_counter() - t)
+    return Result("bare: decode+resize+TFLite", latencies, time.perf_counter() - start)
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def http_load(
+    port: int, bodies: list[tuple[bytes, str]], requests: int, clients: int
+) -> tuple[list[float], float]:
+    """``clients`` threads, each on one keep-alive connection, share ``requests`` posts."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for i in counter:
+            body, content_type = bodies[i % len(bodies)]
+            t = time.perf_counter()
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+            response = conn.getresponse()
+            payload = response.read()
+            mine.append(time.perf_counter() - t)
+            if response.status != 200:
+                errors.append(f"{response.status} {payload[:200]!r}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return latencies, wall
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("server not ready in time")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM), in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return (
+        int(fields["VmRSS"].split()[0]) / 1024,
+        int(fields["VmHWM"].split()[0]) / 1024,
+    )
+
+
+def run_server(
+    command: list[str], env: dict[str, str], port: int, label: str
+) -> tuple[subprocess.Popen, float]:
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    started = time.perf_counter()
+    try:
+        wait_ready(port, process)
+    except Exception:
+        process.kill()
+        raise
+    ready = time.perf_counter() - started
+    print(f"  {label}: ready {ready:.2f} s after start", flush=True)
+    return process, ready
+
+
+def bench_server(
+    label: str,
+    start: Callable[[int], tuple[subprocess.Popen, float]],
+    bodies: list[tuple[bytes, str]],
+    requests: int,
+) -> tuple[list[Result], float, tuple[float, float]]:
+    port = free_port()
+    process, ready = start(port)
+    try:
+        http_load(port, bodies, 20, 1)  # warm-up
+        results = []
+        for clients in (1, CONCURRENCY):
+            latencies, wall = http_load(port, bodies, requests, clients)
+            results.append(
+                Result(f"{label}, {clients} client{'s' * (clients > 1)}", latencies, wall)
+            )
+        memory = rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return results, ready, memory
+
+
+def report(
+    *,
+    rows: list[Result],
+    service_rows: list[Result],
+    naive_rows: list[Result],
+    service_ready: float,
+    service_mem: tuple[float, float],
+    naive_mem: tuple[float, float] | None,
+    json_path: Path | None,
+) -> None:
+    """The table, the ratios against the targets, and optionally a JSON copy."""
+    bare = rows[0]
+    print(f"\n{'':34} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
+    for row in rows:
+        print(f"{row.name:34} {row.p50:8.2f} {row.p95:8.2f} {row.throughput:8.1f}")
+    one, many = service_rows
+    print()
+    figures = {
+        "bare_p50_ms": bare.p50,
+        "service_p50_ms": one.p50,
+        "service_over_bare_p50": one.p50 / bare.p50,
+        "service_ready_s": service_ready,
+        "service_rss_mib": service_mem[0],
+        "service_peak_rss_mib": service_mem[1],
+        "service_8_clients_rps": many.throughput,
+    }
+    print(f"service p50 / bare p50           {one.p50 / bare.p50:6.2f}x   (target <= 1.3x)")
+    if naive_rows:
+        n_one, n_many = naive_rows
+        figures |= {
+            "naive_p50_ms": n_one.p50,
+            "naive_over_service_p50": n_one.p50 / one.p50,
+            "service_over_naive_rps_8_clients": many.throughput / n_many.throughput,
+            "naive_rss_mib": naive_mem[0] if naive_mem else None,
+        }
+        print(f"naive p50 / service p50          {n_one.p50 / one.p50:6.2f}x   (target >= 5x)")
+        print(f"service / naive req/s, 8 clients {many.throughput / n_many.throughput:6.2f}x")
+    print(f"service start to ready           {service_ready:6.2f} s   (target <= 5 s)")
+    print(f"service resident memory          {service_mem[0]:6.0f} MiB (peak {service_mem[1]:.0f})")
+    if naive_mem:
+        print(f"naive resident memory            {naive_mem[0]:6.0f} MiB (peak {naive_mem[1]:.0f})")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=Path("models"), help="models folder")
+    parser.add_argument("--requests", type=int, default=300, help="requests per measurement")
+    parser.add_argument("--images", type=int, default=50, help="distinct images to cycle")
+    parser.add_argument("--train", action="store_true", help="train a small model if none")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the keras baseline")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    models_dir = args.models.resolve()
+    path = find_model(models_dir, args.train)
+    metadata = read_metadata(path)
+    spec = InputSpec.from_dict(metadata["input"])
+    images, source = load_images(args.images)
+    bodies = [multipart(data) for data in images]
+    cpus = os.cpu_count()
+    print(f"model {path} (input {spec.height}x{spec.width}x{spec.channels})")
+    print(
+        f"images: {len(images)} {source}, mean {statistics.mean(map(len, images)) / 1024:.0f} KiB"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {cpus} CPUs, "
+        f"Python {platform.python_version()}; {args.requests} requests per row\n"
+    )
+
+    bare = bench_bare(images, path, spec, args.requests)
+    env = {**os.environ, "BONEFRAC_MODELS_DIR": str(models_dir), "BONEFRAC_RELOAD_INTERVAL_S": "0"}
+
+    def start_service(port: int) -> tuple[subprocess.Popen, float]:
+        command = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"]
+        return run_server(command, env, port, "service")
+
+    service_rows, service_ready, service_mem = bench_server(
+        "service", start_service, bodies, args.requests
+    )
+    rows = [bare, *service_rows]
+    naive_rows: list[Result] = []
+    naive_mem = None
+    if not args.skip_naive:
+        script = Path(tempfile.mkdtemp(prefix="bench-naive-")) / "naive_app.py"
+        script.write_text(NAIVE_APP)
+
+        def start_naive(port: int) -> tuple[subprocess.Popen, float]:
+            command = [
+                sys.executable,
+                str(script),
+                str(path),
+                str(spec.height),
+                str(spec.width),
+                str(spec.channels),
+                str(port),
+            ]
+            return run_server(command, {**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, port, "naive")
+
+        naive_requests = max(50, args.requests // 3)
+        naive_rows, _, naive_mem = bench_server(
+            "naive keras predict()", start_naive, bodies, naive_requests
+        )
+        rows += naive_rows
+
+    report(
+        rows=rows,
+        service_rows=service_rows,
+        naive_rows=naive_rows,
+        service_ready=service_ready,
+        service_mem=service_mem,
+        naive_mem=naive_mem,
+        json_path=args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
