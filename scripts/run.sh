@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# One command from a fresh checkout to a working page: set up .venv, train a first model
+# when models/ has none, start the inference service and the web page, print both URLs,
+# and stop both on Ctrl-C.
+#
+# Usage: bash scripts/run.sh [--data DIR] [--service-port N] [--ui-port N] [--host ADDR]
+#                            [--retrain] [--skip-setup]
+#
+#   --data DIR          train on this dataset (class folders, Kaggle layout) instead of
+#                       synthetic images                                 [BONEFRAC_DATA_DIR]
+#   --service-port N    port of the inference service (default 8000)  [BONEFRAC_SERVICE_PORT]
+#   --ui-port N         port of the web page (default 8501)                [BONEFRAC_UI_PORT]
+#   --host ADDR         address both listen on (default 127.0.0.1)       [BONEFRAC_RUN_HOST]
+#   --retrain           train a new model version even if one exists
+#   --skip-setup        use the existing .venv as is (no pip)         [BONEFRAC_SKIP_SETUP=1]
+#
+# Other settings: BONEFRAC_MODELS_DIR (default models), BONEFRAC_MODEL_NAME (default
+# bone-fracture), BONEFRAC_SYNTH_DIR (default data/synthetic), BONEFRAC_EPOCHS and
+# BONEFRAC_SYNTH_PER_CLASS (default: the trainer's),
+# BONEFRAC_START_TIMEOUT (seconds to wait for readiness, default 180), and every
+# BONEFRAC_* variable the service reads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "run: $*" >&2; exit 2; }
+
+data_dir="${BONEFRAC_DATA_DIR:-}"
+service_port="${BONEFRAC_SERVICE_PORT:-8000}"
+ui_port="${BONEFRAC_UI_PORT:-8501}"
+host="${BONEFRAC_RUN_HOST:-127.0.0.1}"
+skip_setup="${BONEFRAC_SKIP_SETUP:-0}"
+retrain=0
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) [ $# -ge 2 ] || die "--data needs a folder"; data_dir="$2"; shift 2 ;;
+    --data=*) data_dir="${1#*=}"; shift ;;
+    --service-port) [ $# -ge 2 ] || die "--service-port needs a number"; service_port="$2"; shift 2 ;;
+    --service-port=*) service_port="${1#*=}"; shift ;;
+    --ui-port) [ $# -ge 2 ] || die "--ui-port needs a number"; ui_port="$2"; shift 2 ;;
+    --ui-port=*) ui_port="${1#*=}"; shift ;;
+    --host) [ $# -ge 2 ] || die "--host needs an address"; host="$2"; shift 2 ;;
+    --host=*) host="${1#*=}"; shift ;;
+    --retrain) retrain=1; shift ;;
+    --skip-setup) skip_setup=1; shift ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+for port in "$service_port" "$ui_port"; do
+  [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] \
+    || die "not a port number: $port"
+done
+[ "$service_port" != "$ui_port" ] || die "the service and the page need two different ports"
+if [ -n "$data_dir" ] && [ ! -d "$data_dir" ]; then die "no such dataset folder: $data_dir"; fi
+
+models_dir="${BONEFRAC_MODELS_DIR:-models}"
+model_name="${BONEFRAC_MODEL_NAME:-bone-fracture}"
+export BONEFRAC_MODELS_DIR="$models_dir" BONEFRAC_MODEL_NAME="$model_name"
+
+# -- environment -----------------------------------------------------------------------
+if [ "$skip_setup" = 1 ]; then
+  echo "run: --skip-setup: using the existing environment"
+else
+  echo "run: setting up .venv (scripts/setup.sh train,service,ui) ..."
+  bash scripts/setup.sh train,service,ui
+fi
+if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py="$(command -v python3)"; fi
+
+# -- a model to serve ------------------------------------------------------------------
+has_version() {
+  local dir="$models_dir/$model_name" entry
+  [ -d "$dir" ] || return 1
+  for entry in "$dir"/*/; do
+    entry="$(basename "$entry")"
+    if [[ "$entry" =~ ^[0-9]+$ ]] && [ "$entry" -gt 0 ]; then return 0; fi
+  done
+  return 1
+}
+
+if [ "$retrain" = 1 ] || ! has_version; then
+  train_args=()
+  if [ -n "${BONEFRAC_EPOCHS:-}" ]; then train_args=(--epochs "$BONEFRAC_EPOCHS"); fi
+  synth_args=()
+  if [ -n "${BONEFRAC_SYNTH_PER_CLASS:-}" ]; then
+    synth_args=(--per-class "$BONEFRAC_SYNTH_PER_CLASS")
+  fi
+  if [ -n "$data_dir" ]; then
+    train_data="$data_dir"
+  else
+    train_data="${BONEFRAC_SYNTH_DIR:-data/synthetic}"
+    if [ ! -d "$train_data" ]; then
+      echo "run: no model in $models_dir/$model_name: writing synthetic X-rays to $train_data ..."
+      "$py" -m trainer synth --out "$train_data" ${synth_args[@]+"${synth_args[@]}"}
+    fi
+  fi
+  echo "run: training $model_name on $train_data (a few minutes on 2 cores) ..."
+  "$py" -m trainer train --data "$train_data" --models "$models_dir" --name "$model_name" \
+    ${train_args[@]+"${train_args[@]}"}
+elif [ -n "$data_dir" ]; then
+  echo "run: $models_dir/$model_name already has a model; pass --retrain to train on $data_dir"
+fi
+
+# -- the two processes -----------------------------------------------------------------
+service_pid=""
+ui_pid=""
+stopping=0
+
+stop_children() {
+  # Children of a non-interactive shell ignore SIGINT, so they get TERM; both shut down
+  # gracefully on it. The KILL is only for one that hangs.
+  local pid
+  for pid in $ui_pid $service_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    local alive=0
+    for pid in $ui_pid $service_pid; do
+      if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+    done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in $ui_pid $service_pid; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+on_signal() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo
+  echo "run: stopping the page and the service ..."
+  stop_children
+  echo "run: stopped"
+  exit 0
+}
+trap on_signal INT TERM
+trap 'stop_children' EXIT
+
+# Browsers and the page reach the service through the loopback when it listens everywhere.
+api_host="$host"
+if [ "$host" = 0.0.0.0 ] || [ "$host" = "::" ]; then api_host=127.0.0.1; fi
+service_url="http://$api_host:$service_port"
+ui_url="http://$api_host:$ui_port"
+
+"$py" -m service --host "$host" --port "$service_port" &
+service_pid=$!
+
+BONEFRAC_API_URL="$service_url" "$py" -m streamlit run ui/app.py \
+  --server.headless true --server.address "$host" --server.port "$ui_port" \
+  --browser.gatherUsageStats false --client.toolbarMode minimal &
+ui_pid=$!
+
+# wait_for URL PID LABEL: poll until URL answers 2xx, the process dies, or time runs out.
+wait_for() {
+  local url="$1" pid="$2" label="$3"
+  "$py" - "$url" "$pid" "$label" <<'PY'
+import os
+import sys
+import time
+import urllib.request
+
+url, pid, label = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + float(os.environ.get("BONEFRAC_START_TIMEOUT", "180"))
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(f"run: the {label} exited before it was ready (see its log above)")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if 200 <= response.status < 300:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.5)
+sys.exit(f"run: the {label} did not become ready at {url} in time")
+PY
+}
+
+wait_for "$service_url/readyz" "$service_pid" "inference service"
+wait_for "$ui_url/_stcore/health" "$ui_pid" "web page"
+
+echo
+echo "  Inference service: $service_url   (API docs: $service_url/docs)"
+echo "  Web page:          $ui_url"
+echo
+echo "run: both running; press Ctrl-C to stop"
+
+# Sleep in the background and wait on it, so a signal runs the trap at once; leave the
+# loop when either child dies, then stop the other.
+while kill -0 "$service_pid" 2>/dev/null && kill -0 "$ui_pid" 2>/dev/null; do
+  sleep 1 &
+  wait $! || true
+done
+stopping=1
+echo "run: a process exited unexpectedly; stopping the other" >&2
+stop_children
+exit 1

@@ -1,0 +1,214 @@
+"""``bash scripts/run.sh``, the README's one command: started on free ports, both URLs
+answer, Ctrl-C stops both children."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "scripts" / "run.sh"
+URL_LINE = re.compile(r"^\s*(Inference service|Web page):\s+(http://\S+)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+class RunScript:
+    """``scripts/run.sh`` in its own process group, its output collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            ["bash", str(RUN), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # one group to clean up, whatever happens
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def urls(self, timeout: float) -> dict[str, str]:
+        """The URLs the script prints once both processes are ready."""
+        found: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < 2:
+            try:
+                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no URLs after {timeout:.0f} s:\n{self.output()}")
+            if line is None:
+                pytest.fail(f"run.sh exited with {self.proc.wait()}:\n{self.output()}")
+            self.lines.append(line)
+            match = URL_LINE.match(line)
+            if match:
+                found[match.group(1)] = match.group(2)
+        return found
+
+    def output(self) -> str:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "\n".join(self.lines)
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def cleanup(self) -> None:
+        if self.group_alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BONEFRAC_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def started(tiny_models_dir: Path) -> Iterator[tuple[RunScript, int, int]]:
+    service_port, ui_port = free_port(), free_port()
+    run = RunScript(
+        ["--skip-setup", "--service-port", str(service_port), "--ui-port", str(ui_port)],
+        script_env(BONEFRAC_MODELS_DIR=str(tiny_models_dir)),
+    )
+    try:
+        yield run, service_port, ui_port
+    finally:
+        run.cleanup()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_run_starts_both_and_stops_both(
+    started: tuple[RunScript, int, int], stop_signal: signal.Signals
+) -> None:
+    run, service_port, ui_port = started
+    urls = run.urls(timeout=120)
+    assert urls == {
+        "Inference service": f"http://127.0.0.1:{service_port}",
+        "Web page": f"http://127.0.0.1:{ui_port}",
+    }
+    ready = requests.get(f"{urls['Inference service']}/readyz", timeout=5).json()
+    assert ready["model"] == "bone-fracture"
+    assert answers(f"{urls['Web page']}/_stcore/health")
+    assert "<html" in requests.get(urls["Web page"], timeout=5).text.lower()
+    assert "run: training" not in run.output()  # a model was there: nothing trained
+
+    if stop_signal == signal.SIGINT:
+        os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the group
+    else:
+        run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=30) == 0, run.output()
+    deadline = time.monotonic() + 10
+    while run.group_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not run.group_alive(), "a child outlived run.sh"
+    assert not answers(f"{urls['Inference service']}/healthz")
+    assert not answers(f"{urls['Web page']}/_stcore/health")
+    assert "stopped" in run.output()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown argument: --bogus"),
+        (["--service-port", "8000", "--ui-port", "8000"], "two different ports"),
+        (["--ui-port", "http"], "not a port number: http"),
+        (["--data", "/nonexistent/xrays"], "no such dataset folder"),
+    ],
+)
+def test_run_refuses_bad_arguments_before_doing_anything(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        ["bash", str(RUN), "--skip-setup", *args],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_run_help_lists_its_options() -> None:
+    result = subprocess.run(
+        ["bash", str(RUN), "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    for option in ("--data", "--service-port", "--ui-port", "--skip-setup", "BONEFRAC_DATA_DIR"):
+        assert option in result.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["synthetic", "dataset"])
+def test_run_trains_a_first_model_when_there_is_none(
+    source: str, tmp_path: Path, synthetic_dataset: Path
+) -> None:
+    """The fresh-machine path: no model, so synthesise (or take --data) and train one."""
+    models = tmp_path / "models"
+    service_port, ui_port = free_port(), free_port()
+    args = ["--skip-setup", "--service-port", str(service_port), "--ui-port", str(ui_port)]
+    if source == "dataset":
+        args += ["--data", str(synthetic_dataset)]
+    run = RunScript(
+        args,
+        script_env(
+            BONEFRAC_MODELS_DIR=str(models),
+            BONEFRAC_SYNTH_DIR=str(tmp_path / "synthetic"),
+            BONEFRAC_SYNTH_PER_CLASS="6",
+            BONEFRAC_EPOCHS="1",
+        ),
+    )
+    try:
+        urls = run.urls(timeout=600)
+        ready = requests.get(f"{urls['Inference service']}/readyz", timeout=5).json()
+        assert ready == {"status": "ready", "model": "bone-fracture", "version": 1}
+        assert (tmp_path / "synthetic").is_dir() == (source == "synthetic")
+        trained_on = synthetic_dataset if source == "dataset" else tmp_path / "synthetic"
+        assert f"run: training bone-fracture on {trained_on}" in run.output()
+        os.killpg(run.proc.pid, signal.SIGINT)
+        assert run.proc.wait(timeout=30) == 0, run.output()
+    finally:
+        run.cleanup()
