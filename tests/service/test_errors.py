@@ -1,0 +1,249 @@
+"""Bad input, missing models and auth: one error format, no traceback, still serving."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import anyio
+import pytest
+from PIL import Image
+from sample_images import bomb_png, encode, upload, zip_bytes
+
+from service.app import create_app
+from service.settings import Settings
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """The one error shape, the expected status, and nothing that looks like a traceback."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+@pytest.fixture
+def still_serving(client, png):
+    """After the test's bad request, a good one must still be answered."""
+    yield client
+    assert client.post("/predict", files=upload(png)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [(b"hello, this is text\n", "notes.txt"), (PDF, "scan.pdf"), (zip_bytes(), "images.zip")],
+)
+def test_non_images_get_415_naming_the_accepted_types(still_serving, data, filename):
+    error = assert_error(
+        still_serving.post("/predict", files=upload(data, filename)), 415, "unsupported_media_type"
+    )
+    assert "image/jpeg" in error["message"]
+    assert "image/webp" in error["message"]
+
+
+def test_gif_is_not_accepted(still_serving):
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="GIF")
+    assert_error(
+        still_serving.post("/predict", files=upload(buffer.getvalue(), "a.gif")),
+        415,
+        "unsupported_media_type",
+    )
+
+
+def test_empty_file_is_400(still_serving):
+    assert_error(still_serving.post("/predict", files=upload(b"")), 400, "empty_file")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_truncated_image_is_422(still_serving, fmt):
+    data = encode(fmt, "L", size=(200, 200))
+    truncated = data[: len(data) // 2]
+    assert_error(still_serving.post("/predict", files=upload(truncated)), 422, "invalid_image")
+
+
+def test_corrupt_pixel_data_is_422(still_serving):
+    data = bytearray(encode("PNG", size=(200, 200)))
+    start = data.index(b"IDAT") + 8
+    data[start : start + 200] = b"\x5a" * 200  # garbage in the compressed pixels
+
+    assert_error(still_serving.post("/predict", files=upload(bytes(data))), 422, "invalid_image")
+
+
+def test_decompression_bomb_is_refused_quickly(still_serving):
+    bomb = bomb_png(30_000)  # 900 million pixels in a few hundred bytes
+    assert len(bomb) < 10_000
+
+    start = time.perf_counter()
+    response = still_serving.post("/predict", files=upload(bomb))
+
+    assert time.perf_counter() - start < 2.0
+    assert_error(response, 413, "image_too_large")
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"image": ("x.png", encode(), "image/png")},  # wrong field name
+        None,  # no form at all
+    ],
+)
+def test_wrong_or_missing_form_field_is_422(still_serving, files):
+    response = still_serving.post("/predict", files=files, data=None if files else {"x": "1"})
+    error = assert_error(response, 422, "validation_error")
+    assert "file" in error["message"]
+
+
+def test_upload_over_the_limit_is_413(serve, tiny_models_dir, png):
+    client = serve(tiny_models_dir, max_upload_bytes=16384)
+    big = encode("PNG", size=(400, 400))
+    assert len(big) > 16384 > len(png) + 1024
+
+    error = assert_error(client.post("/predict", files=upload(big)), 413, "payload_too_large")
+
+    assert "16384" in error["message"]
+    assert client.post("/predict", files=upload(png)).status_code == 200
+
+
+def _send_raw(settings: Settings, headers: list[tuple[bytes, bytes]], chunks: int) -> tuple:
+    """Call the ASGI app directly, feeding a 1 KiB chunk per receive(); count reads."""
+    app = create_app(settings)
+    read = 0
+    sent: list[dict] = []
+    boundary = b"XyZ"
+    preamble = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
+        b'filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    )
+
+    async def receive() -> dict:
+        nonlocal read
+        read += 1
+        if read == 1:
+            return {"type": "http.request", "body": preamble, "more_body": True}
+        return {"type": "http.request", "body": b"\0" * 1024, "more_body": read < chunks}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    anyio.run(app, scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, read
+
+
+def test_declared_oversize_body_is_refused_before_reading_it(make_settings, tmp_path):
+    settings = make_settings(tmp_path, max_upload_bytes=64 * 1024)
+    status, reads = _send_raw(settings, [(b"content-length", b"104857600")], chunks=100_000)
+
+    assert status == 413
+    assert reads == 0
+
+
+def test_streamed_oversize_body_stops_at_the_limit(make_settings, tmp_path):
+    settings = make_settings(tmp_path, max_upload_bytes=64 * 1024)
+    status, reads = _send_raw(settings, [], chunks=100_000)  # chunked: no Content-Length
+
+    assert status == 413
+    assert reads <= 64 + 2  # stopped right after the limit, not after 100 MB
+
+
+def test_no_model_on_disk_makes_readyz_and_predict_503(serve, tmp_path, png):
+    client = serve(tmp_path / "empty-models")
+
+    assert client.get("/healthz").status_code == 200
+    ready = assert_error(client.get("/readyz"), 503, "model_unavailable")
+    assert "python -m trainer train" in ready["message"]
+    assert_error(client.post("/predict", files=upload(png)), 503, "model_unavailable")
+    assert_error(client.get("/classes"), 503, "model_unavailable")
+    assert client.get("/models").json()["served"] is None
+
+
+def test_api_key_guards_prediction_routes_only(serve, tiny_models_dir, png):
+    client = serve(tiny_models_dir, api_key="s3cret")
+
+    assert_error(client.post("/predict", files=upload(png)), 401, "unauthorized")
+    assert_error(
+        client.post("/predict", files=upload(png), headers={"X-API-Key": "wrong"}),
+        401,
+        "unauthorized",
+    )
+    assert_error(
+        client.post("/v1/models/bone-fracture:predict", json={"instances": []}),
+        401,
+        "unauthorized",
+    )
+    assert_error(
+        client.post("/predict/batch", files=upload(png, field="files")), 401, "unauthorized"
+    )
+    ok = client.post("/predict", files=upload(png), headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/classes").status_code == 200
+
+
+def test_cors_allows_only_the_configured_origins(serve, tiny_models_dir):
+    client = serve(tiny_models_dir, cors_origins=["http://ui.example"])
+    preflight = {"Access-Control-Request-Method": "POST"}
+
+    allowed = client.options("/predict", headers={"Origin": "http://ui.example", **preflight})
+    other = client.options("/predict", headers={"Origin": "http://evil.example", **preflight})
+
+    assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_origins_are_read_comma_separated_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BONEFRAC_CORS_ORIGINS", "http://a.example, http://b.example")
+    monkeypatch.setenv("BONEFRAC_MODEL_VERSION", "3")
+
+    settings = Settings(models_dir=tmp_path)
+
+    assert settings.cors_origins == ["http://a.example", "http://b.example"]
+    assert settings.model_version == 3
+
+
+def test_unknown_route_and_wrong_method_use_the_error_format(client):
+    assert_error(client.get("/nowhere"), 404, "not_found")
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_unexpected_failure_is_a_500_without_traceback(serve, tiny_models_dir, png):
+    client = serve(tiny_models_dir, raise_server_exceptions=False)
+    served = client.app.state.registry.current
+
+    class Exploding:
+        runtime = "tflite"
+        input_shape = served.predictor.input_shape
+
+        def predict(self, images):
+            raise RuntimeError("secret internal detail")
+
+    client.app.state.registry.current = type(served)(
+        **{**served.__dict__, "predictor": Exploding()}
+    )
+    response = client.post("/predict", files=upload(png))
+
+    error = assert_error(response, 500, "internal_error")
+    assert "secret" not in error["message"]
+    client.app.state.registry.current = served
+    assert client.post("/predict", files=upload(png)).status_code == 200

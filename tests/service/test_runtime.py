@@ -1,0 +1,124 @@
+"""The runtimes: TFLite equals the SavedModel; the service runs without TensorFlow."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sample_images import encode
+
+from service.runtime import SavedModelPredictor, TFLitePredictor, load_predictor, warm_up
+from trainer.artifact import ArtifactError, read_metadata
+from trainer.preprocessing import InputSpec, load_array
+
+MODEL = "bone-fracture"
+
+
+@pytest.fixture
+def version_dir(tiny_models_dir: Path) -> Path:
+    return tiny_models_dir / MODEL / "1"
+
+
+@pytest.fixture
+def spec(version_dir: Path) -> InputSpec:
+    return InputSpec.from_dict(read_metadata(version_dir)["input"])
+
+
+@pytest.fixture
+def inputs(spec: InputSpec) -> np.ndarray:
+    """Realistic inputs (decoded by the shared preprocessing) plus extremes."""
+    images = [
+        load_array(encode(fmt, mode, seed=i), spec)
+        for i, (fmt, mode) in enumerate(
+            [("PNG", "L"), ("JPEG", "RGB"), ("WEBP", "RGB"), ("TIFF", "I;16")]
+        )
+    ]
+    shape = (spec.height, spec.width, spec.channels)
+    images += [np.zeros(shape, np.float32), np.full(shape, 255.0, np.float32)]
+    return np.stack(images)
+
+
+def test_tflite_output_equals_the_saved_model(version_dir, inputs):
+    pytest.importorskip("tensorflow")
+    tflite = TFLitePredictor(version_dir / "model.tflite")
+    saved = SavedModelPredictor(version_dir)
+
+    got, expected = tflite.predict(inputs), saved.predict(inputs)
+
+    assert got.shape == expected.shape == (len(inputs), 10)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_interpreter_pool_gives_the_same_answers_from_many_threads(version_dir, inputs):
+    predictor = TFLitePredictor(version_dir / "model.tflite", interpreters=2, threads=1)
+    expected = predictor.predict(inputs)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: predictor.predict(inputs), range(40)))
+
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+
+
+def test_tflite_is_preferred_and_saved_model_is_the_fallback(version_dir, tmp_path, inputs):
+    pytest.importorskip("tensorflow")
+    assert load_predictor(version_dir).runtime == "tflite"
+    no_tflite = tmp_path / "1"
+    shutil.copytree(version_dir, no_tflite)
+    (no_tflite / "model.tflite").unlink()
+
+    fallback = load_predictor(no_tflite)
+
+    assert fallback.runtime == "saved_model"
+    np.testing.assert_allclose(
+        fallback.predict(inputs), load_predictor(version_dir).predict(inputs), atol=1e-6
+    )
+
+
+def test_warm_up_refuses_a_model_that_disagrees_with_its_metadata(version_dir, spec):
+    predictor = load_predictor(version_dir)
+    with pytest.raises(ArtifactError, match="classes"):
+        warm_up(predictor, spec, num_classes=3)
+    with pytest.raises(ArtifactError, match="takes"):
+        warm_up(predictor, InputSpec(64, 64, 1), num_classes=10)
+
+
+def test_service_runs_without_tensorflow(tiny_models_dir):
+    """The `service` extra has no TensorFlow: block its import and serve a prediction."""
+    script = textwrap.dedent(
+        f"""
+        import sys, warnings
+        for name in ("tensorflow", "keras", "tf_keras"):
+            sys.modules[name] = None  # any import of these now raises ImportError
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+        from service.app import create_app
+        from service.settings import Settings
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from sample_images import encode
+
+        app = create_app(Settings(models_dir={str(tiny_models_dir)!r}, reload_interval_s=0))
+        with TestClient(app) as client:
+            response = client.post("/predict", files={{"file": ("x.png", encode(), "image/png")}})
+        assert response.status_code == 200, response.text
+        assert client.app.state.registry.current.predictor.runtime == "tflite"
+        print("OK", response.json()["label"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("OK ")
