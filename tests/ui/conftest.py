@@ -11,8 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from trainer.synth import render
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_START_TIMEOUT = 120.0
+
+Reply = tuple[int, str, bytes]  # status, content type, body
 
 
 def free_port() -> int:
@@ -130,3 +134,41 @@ def xray_bytes() -> tuple[str, bytes]:
 def dead_url() -> str:
     """A loopback URL where nothing listens: the service is down."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Callable[[str], Reply]], str]]:
+    """Start loopback servers whose answers come from a function of the request path.
+
+    For the failure shapes a real service rarely gives on demand: a hang, HTML from a
+    proxy, a 5xx without JSON.
+    """
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(reply: Callable[[str], Reply]) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                status, content_type, body = reply(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
+Reply = tuple[int, str, bytes]  # status, content type, body
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 RUN_TIMEOUT = 60
 
@@ -101,3 +104,27 @@ def test_service_down_gives_a_friendly_message(
     assert "Cannot reach the prediction service" in main_errors[0]
     assert dead_url in main_errors[0]
     assert not at.get("vega_lite_chart")
+
+
+def test_slow_service_gives_a_timeout_message_not_a_hang(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: Callable[[Callable[[str], Reply]], str],
+    xray_bytes: tuple[str, bytes],
+) -> None:
+    """Status answers at once, predictions hang: the page gives up after its timeout."""
+
+    def reply(path: str) -> Reply:
+        if path.startswith("/predict"):
+            time.sleep(3)
+        return 200, "application/json", b'{"status": "ok"}'
+
+    monkeypatch.setenv("BONEFRAC_API_TIMEOUT", "0.5")
+    at = run_page(monkeypatch, scripted(reply))
+    name, data = xray_bytes
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    started = time.monotonic()
+    at.run()
+    assert time.monotonic() - started < 2.5
+    assert not at.exception, at.exception
+    (message,) = [e.value for e in at.main.error]
+    assert "did not answer within 0.5 seconds" in message

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,6 @@ def test_upload_in_a_real_browser_shows_prediction_and_chart(
     page_url: str, service_url: str, xray_bytes: tuple[str, bytes], tmp_path: Path
 ) -> None:
     executable = chromium_path()
-    from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415 - only when run
 
     name, data = xray_bytes
     upload = tmp_path / name

@@ -8,10 +8,8 @@ loopback server.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -19,40 +17,6 @@ import requests
 from ui.client import PredictionWarning, ServiceClient, ServiceError
 
 Reply = tuple[int, str, bytes]  # status, content type, body
-
-
-@pytest.fixture
-def scripted() -> Iterator[Callable[[Callable[[], Reply]], str]]:
-    """Start a loopback server whose every answer comes from a given function."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(reply: Callable[[], Reply]) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                status, content_type, body = reply()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_predict_parses_the_real_service_answer(
@@ -111,7 +75,7 @@ def test_service_down_is_unreachable_not_a_traceback(dead_url: str) -> None:
 
 
 def test_slow_service_times_out_with_a_clear_message(scripted: Callable[..., str]) -> None:
-    def slow() -> Reply:
+    def slow(_path: str) -> Reply:
         time.sleep(2)
         return 200, "application/json", b"{}"
 
@@ -162,7 +126,7 @@ def test_slow_service_times_out_with_a_clear_message(scripted: Callable[..., str
 def test_bad_answers_become_one_service_error(
     scripted: Callable[..., str], reply: Reply, code: str, fragment: str
 ) -> None:
-    client = ServiceClient(scripted(lambda: reply))
+    client = ServiceClient(scripted(lambda _path: reply))
     with pytest.raises(ServiceError) as caught:
         client.predict("x.png", b"data", "image/png")
     assert caught.value.code == code
@@ -179,7 +143,7 @@ def test_api_key_is_sent_on_every_call(scripted: Callable[..., str]) -> None:
 
     session = requests.Session()
     session.mount("http://", Capture())
-    url = scripted(lambda: (200, "application/json", b'{"status": "ok"}'))
+    url = scripted(lambda _path: (200, "application/json", b'{"status": "ok"}'))
     client = ServiceClient(url, api_key="s3cret", api_key_header="X-Test-Key", session=session)
     client.status()
     assert seen == ["s3cret", "s3cret"]
