@@ -142,7 +142,8 @@ class ModelRegistry:
                 try:
                     loaded = self._load(version, path)
                 except ArtifactError as exc:
-                    self.refused[version] = Refusal(str(exc), prints)
+                    # copy-on-write: request threads read `refused` without the lock
+                    self.refused = {**self.refused, version: Refusal(str(exc), prints)}
                     self._on_load("refused", version)
                     log.error(
                         "refusing version %s of %s: %s%s",
@@ -152,7 +153,7 @@ class ModelRegistry:
                         f" (still serving version {current.version})" if current else "",
                     )
                     continue
-                self.refused.pop(version, None)
+                self.refused = {v: r for v, r in self.refused.items() if v != version}
                 self.current = loaded
                 self._on_load("loaded", version)
                 log.info(
