@@ -18,6 +18,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import altair as alt
 import streamlit as st
@@ -52,7 +53,7 @@ class Upload:
     data: bytes
     media_type: str | None
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -93,6 +94,15 @@ def predict(client: ServiceClient, upload: Upload) -> Prediction:
         # has just restarted the service expects.
         results[key] = client.predict(upload.name, upload.data, upload.media_type)
     return results[key]
+
+
+def forget_removed(uploads: list[Upload]) -> None:
+    """Drop stored answers for files no longer uploaded, so re-adding one asks again
+    (the service may serve a newer model by then) and the session does not grow."""
+    results: dict[tuple[str, str], Prediction] = st.session_state.get(RESULTS_KEY, {})
+    current = {upload.digest for upload in uploads}
+    for key in [key for key in results if key[1] not in current]:
+        del results[key]
 
 
 def preview(data: bytes) -> Image.Image | None:
@@ -150,8 +160,7 @@ def render_sidebar(client: ServiceClient) -> None:
             st.warning(f"Up, but not ready: {status.detail}", icon=":material/hourglass_top:")
         else:
             st.error(status.detail, icon=":material/cloud_off:")
-        if st.button("Refresh status", icon=":material/refresh:"):
-            st.rerun()
+        st.button("Refresh status", icon=":material/refresh:")  # a click reruns the page
 
         if not status.alive:
             return
@@ -215,11 +224,13 @@ def render_page() -> None:
         accept_multiple_files=True,
         help="JPEG, PNG, BMP, TIFF or WebP. Each image is sent to the prediction service.",
     )
-    if not files:
+    uploads = [Upload(file.name, file.getvalue(), file.type or None) for file in files or ()]
+    forget_removed(uploads)
+    if not uploads:
         st.caption("The predicted fracture type and every class's probability appear here.")
         return
-    for file in files:
-        render_result(Upload(file.name, file.getvalue(), file.type or None), client)
+    for upload in uploads:
+        render_result(upload, client)
 
 
 def main() -> None:
