@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from trainer.errors import TrainerError
 
@@ -28,27 +29,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", help="write a synthetic radiograph dataset")
     synth.add_argument("--out", type=Path, required=True, help="folder to create")
-    synth.add_argument("--per-class", type=_positive, default=60, help="images per class")
+    synth.add_argument("--per-class", type=_positive, default=150, help="images per class")
     synth.add_argument("--size", type=_positive, default=256, help="typical image side (px)")
     synth.add_argument("--seed", type=int, default=0)
 
     train = commands.add_parser("train", help="train and export the next model version")
-    train.add_argument("--data", type=Path, required=True, help="folder of class folders")
+    _add_training_flags(train)
     train.add_argument(
         "--models",
         type=Path,
-        default=Path(os.environ.get("BONEFRAC_MODELS_DIR", "models")),
-        help="models folder (default: models)",
+        default=None,
+        help="models folder (default: $BONEFRAC_MODELS_DIR or models)",
     )
     train.add_argument("--name", default="bone-fracture", help="model name")
-    train.add_argument("--epochs", type=_positive, default=5)
-    train.add_argument("--image-size", type=_positive, default=128, help="model input side")
-    train.add_argument("--batch-size", type=_positive, default=32)
-    train.add_argument("--rgb", action="store_true", help="3-channel input (default gray)")
     train.add_argument("--tune", action="store_true", help="keras-tuner search first")
     train.add_argument("--max-trials", type=_positive, default=5)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    crossval = commands.add_parser(
+        "crossval", help="grouped k-fold cross-validation of a recipe (exports nothing)"
+    )
+    _add_training_flags(crossval)
+    crossval.add_argument("--folds", type=_positive, default=5)
+    crossval.add_argument("--json", action="store_true", help="print results as JSON")
 
     evaluate = commands.add_parser("evaluate", help="score an exported version on a dataset")
     evaluate.add_argument("--model", type=Path, required=True, help="models/<name>/<N>")
@@ -66,6 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by train and crossval; unset ones fall back to the recipe's values."""
+    parser.add_argument("--data", type=Path, required=True, help="folder of class folders")
+    parser.add_argument("--recipe", default="default", help="default (5 epochs) or best")
+    parser.add_argument("--epochs", type=_positive)
+    parser.add_argument("--image-size", type=_positive, help="model input side (px)")
+    parser.add_argument("--batch-size", type=_positive)
+    parser.add_argument("--rgb", action="store_true", help="3-channel input (default gray)")
+    parser.add_argument("--backbone", help="a keras.applications name, e.g. MobileNetV2")
+    parser.add_argument("--weights", type=Path, help="local weights file for --backbone")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace, models: Path) -> Any:
+    from trainer.recipes import recipe_settings  # noqa: PLC0415
+    from trainer.train import TrainConfig  # noqa: PLC0415
+
+    settings = recipe_settings(args.recipe)
+    explicit = {
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "backbone": args.backbone,
+        "weights": args.weights,
+    }
+    settings.update({key: value for key, value in explicit.items() if value is not None})
+    if args.rgb or args.backbone:
+        settings["channels"] = 3
+    return TrainConfig(
+        data_dir=args.data,
+        models_dir=models,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+        **settings,
+    )
+
+
 def _synth(args: argparse.Namespace) -> None:
     from trainer.synth import write_dataset  # noqa: PLC0415
 
@@ -77,23 +117,22 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from trainer.train import TrainConfig, train  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
 
-    train(
-        TrainConfig(
-            data_dir=args.data,
-            models_dir=args.models,
-            name=args.name,
-            epochs=args.epochs,
-            image_size=args.image_size,
-            channels=3 if args.rgb else 1,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            tune=args.tune,
-            max_trials=args.max_trials,
-            verbose=0 if args.quiet else 1,
-        )
+    from trainer.train import train  # noqa: PLC0415
+
+    models = args.models or Path(os.environ.get("BONEFRAC_MODELS_DIR", "models"))
+    config = replace(
+        _config(args, models), name=args.name, tune=args.tune, max_trials=args.max_trials
     )
+    train(config)
+
+
+def _crossval(args: argparse.Namespace) -> None:
+    from trainer.crossval import cross_validate, format_summary  # noqa: PLC0415
+
+    result = cross_validate(_config(args, Path(os.devnull)), folds=args.folds)
+    print(json.dumps(result, indent=2) if args.json else format_summary(result))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -111,7 +150,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"synth": _synth, "train": _train, "evaluate": _evaluate}
+    handlers = {"synth": _synth, "train": _train, "crossval": _crossval, "evaluate": _evaluate}
     try:
         handlers[args.command](args)
     except TrainerError as exc:

@@ -9,10 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from trainer import data, evaluate, export
+from trainer import calibration, data, evaluate, export
 from trainer.augment import AugmentConfig, make_augmenter
 from trainer.errors import TrainerError
-from trainer.model import DEFAULTS, Hyperparameters, make_model
+from trainer.model import (
+    DEFAULTS,
+    Hyperparameters,
+    logits_model,
+    make_model,
+    with_temperature,
+)
 from trainer.preprocessing import InputSpec
 
 
@@ -35,11 +41,23 @@ class TrainConfig:
     max_trials: int = 5
     hparams: Hyperparameters = DEFAULTS
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    backbone: str | None = None
+    weights: Path | None = None
     verbose: int = 1
 
     @property
     def spec(self) -> InputSpec:
         return InputSpec(self.image_size, self.image_size, self.channels)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model with its temperature folded in, and how training went."""
+
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+    temperature: float
 
 
 @dataclass(frozen=True)
@@ -140,8 +158,8 @@ def fit(
     hparams: Hyperparameters,
     dataset: data.LoadedDataset,
     split: data.Split,
-) -> tuple[Any, dict[str, list[float]], int]:
-    """Train one model; return it (best epoch's weights), its history and the best epoch."""
+) -> Fitted:
+    """Train one model (best epoch's weights kept), then fit its temperature on validation."""
     import keras  # noqa: PLC0415
 
     keras.utils.set_random_seed(config.seed)
@@ -159,7 +177,9 @@ def fit(
     val_ds = make_datasets(
         dataset.images[split.val], dataset.labels[split.val], num_classes, config.batch_size
     )
-    model = make_model(num_classes, config.spec, hparams)
+    model = make_model(
+        num_classes, config.spec, hparams, backbone=config.backbone, weights=config.weights
+    )
     keep_best = _keep_best_callback()
     history = model.fit(
         train_ds,
@@ -172,11 +192,31 @@ def fit(
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=config.verbose,
     )
-    return (
-        model,
-        {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        (keep_best.best_epoch),
+    val_logits = predict(logits_model(model), dataset.images[split.val])
+    temperature = calibration.fit_temperature(val_logits, dataset.labels[split.val])
+    return Fitted(
+        model=with_temperature(model, temperature),
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        best_epoch=keep_best.best_epoch,
+        temperature=temperature,
     )
+
+
+def _calibration_report(
+    fitted: Fitted, images: np.ndarray, labels: np.ndarray
+) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
+    """ECE on held-out images before and after temperature scaling, with the bin tables."""
+    calibrated = predict(fitted.model, images)
+    raw = calibration.softmax(np.log(np.clip(calibrated, 1e-30, 1.0)) * fitted.temperature)
+    ece_raw, table_raw = calibration.reliability(raw, labels)
+    ece, table = calibration.reliability(calibrated, labels)
+    report = {
+        "method": "temperature scaling fitted on the validation split (NLL)",
+        "temperature": round(fitted.temperature, 4),
+        "test_ece_before": round(ece_raw, 4),
+        "test_ece_after": round(ece, 4),
+    }
+    return report, table_raw, table
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -209,15 +249,33 @@ def train(config: TrainConfig) -> TrainResult:
         hparams, search = search_hyperparameters(config, dataset, split)
         _log(config, f"best hyperparameters: {hparams.to_dict()}")
 
-    model, history, best_epoch = fit(config, hparams, dataset, split)
-    test_images = dataset.images[split.test]
+    fitted = fit(config, hparams, dataset, split)
+    test_images, test_labels = dataset.images[split.test], dataset.labels[split.test]
     test_metrics = evaluate.compute_metrics(
-        dataset.labels[split.test], predict(model, test_images), dataset.classes
+        test_labels, predict(fitted.model, test_images), dataset.classes
     )
     val_metrics = evaluate.compute_metrics(
-        dataset.labels[split.val], predict(model, dataset.images[split.val]), dataset.classes
+        dataset.labels[split.val],
+        predict(fitted.model, dataset.images[split.val]),
+        dataset.classes,
     )
+    calibration_report, table_raw, table = _calibration_report(fitted, test_images, test_labels)
     _log(config, "held-out test split:\n" + evaluate.format_metrics(test_metrics))
+    _log(
+        config,
+        f"calibration: temperature {fitted.temperature:.2f}, test ECE "
+        f"{calibration_report['test_ece_before']:.3f} -> "
+        f"{calibration_report['test_ece_after']:.3f}",
+    )
+
+    def write_reports(out: Path) -> None:
+        evaluate.write_reports(out, test_metrics, dataset.classes, fitted.history)
+        calibration.plot_reliability(
+            out / calibration.RELIABILITY_DIAGRAM,
+            table_raw,
+            table,
+            f"Reliability on the test split (T={fitted.temperature:.2f})",
+        )
 
     summary = {
         key: test_metrics[key] for key in ("samples", "accuracy", "top3_accuracy", "macro_f1")
@@ -230,9 +288,12 @@ def train(config: TrainConfig) -> TrainResult:
             "image_size": config.image_size,
             "seed": config.seed,
             "augmentation": config.augment.__dict__,
+            "backbone": config.backbone,
+            "backbone_weights": str(config.weights) if config.weights else None,
             "class_balancing": "per-sample weights, equal total weight per class",
             **({"search": search} if search else {}),
         },
+        "calibration": calibration_report,
         "metrics": {
             "test": summary,
             "validation": {key: val_metrics[key] for key in summary},
@@ -253,22 +314,20 @@ def train(config: TrainConfig) -> TrainResult:
             "skipped_files": [{"path": p, "reason": r} for p, r in dataset.skipped],
         },
         "training": {
-            "epochs_run": len(history.get("loss", [])),
-            "best_epoch": best_epoch,
+            "epochs_run": len(fitted.history.get("loss", [])),
+            "best_epoch": fitted.best_epoch,
             "seconds": round(time.monotonic() - started, 1),
         },
     }
     version_dir = export.export_version(
-        model,
+        fitted.model,
         models_dir=config.models_dir,
         name=config.name,
         classes=dataset.classes,
         spec=config.spec,
         metadata=metadata,
         probe=test_images[:4],
-        write_reports=lambda out: evaluate.write_reports(
-            out, test_metrics, dataset.classes, history
-        ),
+        write_reports=write_reports,
     )
     _log(config, f"exported {version_dir}")
     return TrainResult(version_dir=version_dir, metrics=test_metrics, hparams=hparams)

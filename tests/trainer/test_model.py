@@ -25,7 +25,7 @@ def test_build_model_with_default_hyperparameters() -> None:
     model = build_model(keras_tuner.HyperParameters(), num_classes=7, spec=spec)
     assert model.input_shape == (None, 64, 64, 1)
     assert model.output_shape == (None, 7)
-    assert model.get_layer("conv0").filters == DEFAULTS.filters
+    assert model.get_layer("conv0_0").filters == DEFAULTS.filters
     assert not any("random" in layer.name for layer in model.layers)  # no augmentation inside
     out = np.asarray(model(np.full((2, 64, 64, 1), 128, np.float32), training=False))
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
