@@ -20,27 +20,39 @@ from trainer.train import TrainConfig, fit, predict
 SUMMARY_KEYS = ("accuracy", "top3_accuracy", "macro_f1")
 
 
-def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
-    """Train ``folds`` models on grouped folds; mean and spread of top-1, top-3, macro-F1."""
+def grouped_folds(
+    dataset: data.LoadedDataset, folds: int, val_fraction: float, seed: int
+) -> list[data.Split]:
+    """One split per fold: the fold is the test side; validation is carved from the rest."""
     from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415
 
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    everything = np.arange(len(dataset.labels))
+    with warnings.catch_warnings():  # small classes: "fewer members than n_splits"
+        warnings.simplefilter("ignore", UserWarning)
+        fold_rows = list(splitter.split(everything, dataset.labels, dataset.groups))
+    splits = []
+    for number, (rest, held_out) in enumerate(fold_rows, start=1):
+        train_rows, val_rows = data.carve(
+            rest, dataset.labels, dataset.groups, val_fraction, seed + number
+        )
+        splits.append(data.Split(train=train_rows, val=val_rows, test=held_out))
+    return splits
+
+
+def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
+    """Train ``folds`` models on grouped folds; mean and spread of top-1, top-3, macro-F1."""
     if folds < 2:
         raise TrainerError("--folds must be at least 2")
     started = time.monotonic()
     dataset = data.load(data.discover(config.data_dir), config.spec)
     if len(np.unique(dataset.groups)) < folds:
         raise TrainerError(f"fewer distinct images than {folds} folds")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    everything = np.arange(len(dataset.labels))
     results = []
-    with warnings.catch_warnings():  # small classes: "fewer members than n_splits"
-        warnings.simplefilter("ignore", UserWarning)
-        fold_rows = list(splitter.split(everything, dataset.labels, dataset.groups))
-    for number, (rest, held_out) in enumerate(fold_rows, start=1):
-        train_rows, val_rows = data.carve(
-            rest, dataset.labels, dataset.groups, config.val_fraction, config.seed + number
-        )
-        split = data.Split(train=train_rows, val=val_rows, test=held_out)
+    for number, split in enumerate(
+        grouped_folds(dataset, folds, config.val_fraction, config.seed), start=1
+    ):
+        held_out = split.test
         fitted = fit(config, config.hparams, dataset, split)
         metrics = evaluate.compute_metrics(
             dataset.labels[held_out],

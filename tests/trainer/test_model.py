@@ -123,3 +123,35 @@ def test_bytes_signature_agrees_with_shared_preprocessing(
     np.testing.assert_allclose(
         from_bytes["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-2
     )
+
+
+def test_backbone_loads_local_weights_and_refuses_bad_ones(tmp_path: Path) -> None:
+    from trainer.errors import TrainerError
+    from trainer.model import make_model
+
+    spec = InputSpec(32, 32, 3)
+    first = make_model(3, spec, backbone="MobileNetV2")
+    network = next(layer for layer in first.layers if "mobilenet" in layer.name)
+    weights = tmp_path / "mobilenet.weights.h5"
+    network.save_weights(str(weights))
+    second = make_model(3, spec, backbone="MobileNetV2", weights=weights)
+    loaded = next(layer for layer in second.layers if "mobilenet" in layer.name)
+    for a, b in zip(network.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TrainerError, match="unknown --backbone"):
+        make_model(3, spec, backbone="NoSuchNet")
+    with pytest.raises(TrainerError, match="3-channel"):
+        make_model(3, InputSpec(32, 32, 1), backbone="MobileNetV2")
+    with pytest.raises(TrainerError, match="does not exist"):
+        make_model(3, spec, backbone="MobileNetV2", weights=tmp_path / "missing.h5")
+
+
+def test_temperature_divides_the_logits() -> None:
+    from trainer.calibration import softmax
+    from trainer.model import logits_model, make_model, with_temperature
+
+    model = make_model(4, InputSpec(32, 32, 1))
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype(np.float32)
+    logits = np.asarray(logits_model(model)(images, training=False))
+    scaled = np.asarray(with_temperature(model, 2.5)(images, training=False))
+    np.testing.assert_allclose(scaled, softmax(logits, 2.5), atol=1e-5)
