@@ -141,7 +141,7 @@ class ModelRegistry:
                     continue
                 try:
                     loaded = self._load(version, path)
-                except ArtifactError as exc:
+                except Exception as exc:  # any broken version is refused, never fatal
                     # copy-on-write: request threads read `refused` without the lock
                     self.refused = {**self.refused, version: Refusal(str(exc), prints)}
                     self._on_load("refused", version)

@@ -55,7 +55,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ArtifactError(f"{path} has no {METADATA_FILE}") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError covers bad JSON and bad encodings
         raise ArtifactError(f"{meta_path} is unreadable: {exc}") from exc
     if not isinstance(metadata, dict):
         raise ArtifactError(f"{meta_path} does not hold a JSON object")

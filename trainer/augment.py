@@ -33,15 +33,19 @@ def make_augmenter(config: AugmentConfig, seed: int) -> Any:
     import keras  # noqa: PLC0415
     from keras import layers  # noqa: PLC0415
 
+    # Each layer gets its own seed: layers built with one seed draw the same random
+    # numbers, which would tie the flip to the rotation, the zoom to the contrast, ...
     steps: list[Any] = []
     if config.flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed))
     if config.rotation:
-        steps.append(layers.RandomRotation(config.rotation, fill_mode="constant", seed=seed))
+        steps.append(layers.RandomRotation(config.rotation, fill_mode="constant", seed=seed + 1))
     if config.zoom:
-        steps.append(layers.RandomZoom(config.zoom, fill_mode="constant", seed=seed))
+        steps.append(layers.RandomZoom(config.zoom, fill_mode="constant", seed=seed + 2))
     if config.contrast:
-        steps.append(layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
+        steps.append(layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 3))
     if config.brightness:
-        steps.append(layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+        steps.append(
+            layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed + 4)
+        )
     return keras.Sequential(steps, name="augmentation")

@@ -1,4 +1,4 @@
-"""``python -m trainer {synth,train,evaluate}``: the command line over the pipeline stages."""
+"""``python -m trainer {synth,train,crossval,evaluate}``: the command line over the stages."""
 
 from __future__ import annotations
 
@@ -155,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers[args.command](args)
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be read or written, a full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was exported", file=sys.stderr)

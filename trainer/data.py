@@ -207,6 +207,8 @@ def _read(sample: Sample, spec: InputSpec) -> tuple[np.ndarray, str, np.ndarray]
         return str(exc)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
+    except Exception as exc:  # one strange file must never end a training run
+        return f"could not be decoded: {type(exc).__name__}: {exc}"
     return to_array(image, spec), hashlib.sha256(data).hexdigest(), dhash_variants(image)
 
 

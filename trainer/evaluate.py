@@ -148,6 +148,8 @@ def evaluate_version(
         metadata = artifact.check_version(model_dir)
     except artifact.ArtifactError as exc:
         raise TrainerError(f"not a model version: {exc}") from exc
+    if not (Path(model_dir) / artifact.SAVED_MODEL_FILE).is_file():
+        raise TrainerError(f"{model_dir} has no {artifact.SAVED_MODEL_FILE} to evaluate")
     classes: list[str] = metadata["classes"]
     dataset = data.load(data.discover(data_dir), InputSpec.from_dict(metadata["input"]))
     lookup = {name.casefold(): number for number, name in enumerate(classes)}

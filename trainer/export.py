@@ -8,7 +8,9 @@ half-written version, and a failed export leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -150,9 +152,7 @@ def export_version(
     SavedModel. ``write_reports`` fills ``reports/`` inside the temporary folder.
     """
     model_root = ensure_writable(models_dir, name)
-    versions = artifact.list_versions(models_dir, name)
-    version = (versions[-1] + 1) if versions else 1
-    staging = model_root / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    staging = model_root / f".staging-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()
         _write_saved_model(model, spec, staging)
@@ -168,46 +168,59 @@ def export_version(
         document = {
             "schema_version": artifact.SCHEMA_VERSION,
             "name": name,
-            "version": version,
+            "version": None,  # set under the lock in _publish
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "classes": list(classes),
             "input": spec.to_dict(),
             "preprocessing": PREPROCESSING_DESCRIPTION,
-            "signatures": {
-                "serving_default": {
-                    "inputs": {
-                        "images": f"float32[batch,{spec.height},{spec.width},"
-                        f"{spec.channels}] raw pixels 0..255"
-                    },
-                    "outputs": {"probabilities": f"float32[batch,{len(classes)}] softmax"},
-                },
-                "serve_bytes": {
-                    "inputs": {"image_bytes": "string[batch] encoded JPEG/PNG/BMP/GIF"},
-                    "outputs": {"probabilities": f"float32[batch,{len(classes)}] softmax"},
-                    "differences": "decoded by TensorFlow: no EXIF rotation, no 16-bit "
-                    "stretch, alpha dropped, no TIFF; outputs agree with "
-                    "the shared preprocessing to about 1e-2",
-                },
-            },
+            "signatures": _signature_docs(spec, len(classes)),
             "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
             "tflite_max_abs_diff": tflite_diff,
             "libraries": library_versions(),
             **metadata,
         }
-        (staging / artifact.METADATA_FILE).write_text(
-            json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8"
-        )
-        final = artifact.version_dir(models_dir, name, version)
-        try:
-            if final.exists():  # rename() would silently replace an empty folder
-                raise FileExistsError(final)
-            staging.rename(final)
-        except OSError as exc:
-            raise TrainerError(
-                f"version {version} of {name} appeared while exporting ({final}); "
-                "run again to export the next version"
-            ) from exc
+        return _publish(staging, model_root, document)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _signature_docs(spec: InputSpec, num_classes: int) -> dict[str, Any]:
+    """What each SavedModel signature takes and returns, for metadata.json."""
+    shape = f"[batch,{spec.height},{spec.width},{spec.channels}]"
+    outputs = {"probabilities": f"float32[batch,{num_classes}] softmax"}
+    return {
+        "serving_default": {
+            "inputs": {"images": f"float32{shape} raw pixels 0..255"},
+            "outputs": outputs,
+        },
+        "serve_bytes": {
+            "inputs": {"image_bytes": "string[batch] encoded JPEG/PNG/BMP"},
+            "outputs": outputs,
+            "differences": "decoded by TensorFlow: no EXIF rotation, no 16-bit stretch, "
+            "alpha dropped, no TIFF; outputs agree with the shared preprocessing to about 1e-2",
+        },
+    }
+
+
+def _publish(staging: Path, model_root: Path, document: dict[str, Any]) -> Path:
+    """Number the staged version and rename it into place, one exporter at a time.
+
+    The number is chosen under an exclusive lock at the very end, so two trainings that
+    finish together get consecutive versions instead of one losing its work.
+    """
+    with (model_root / ".export.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        versions = artifact.list_versions(model_root.parent, model_root.name)
+        version = (versions[-1] + 1) if versions else 1
+        while (model_root / str(version)).exists():  # a folder someone made by hand
+            version += 1
+        document["version"] = version
+        meta = staging / artifact.METADATA_FILE
+        with meta.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps(document, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        final = model_root / str(version)
+        staging.rename(final)
     return final

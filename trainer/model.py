@@ -99,7 +99,7 @@ def _backbone_features(inputs: Any, spec: InputSpec, name: str, weights: Path | 
     network = factory(include_top=False, weights=None, input_shape=(spec.height, spec.width, 3))
     if weights is not None:
         try:
-            network.load_weights(str(weights), skip_mismatch=True)
+            network.load_weights(str(weights))
         except (OSError, ValueError) as exc:
             raise TrainerError(f"cannot load --weights {weights}: {exc}") from exc
     # Fed pixels scaled to -1..1, the input range of MobileNet, ResNetV2 and Inception

@@ -81,7 +81,7 @@ PREPROCESSING_DESCRIPTION: dict[str, str] = {
     "decode": "Pillow; EXIF orientation applied",
     "alpha": "composited onto black",
     "high_bit_depth": "16-bit and float images linearly stretched from their min..max to 0..255",
-    "color": "grayscale = ITU-R 601 luma; rgb = gray replicated to 3 channels",
+    "color": "grayscale = ITU-R 601 luma; rgb = colour kept, gray images replicated to 3",
     "resize": "bilinear (antialiased when shrinking) to height x width; aspect ratio not kept",
     "scale": "none: the model takes float32 0..255 and rescales inside",
 }
@@ -119,12 +119,20 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        image = _upright(image)
         return _to_8bit(image)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_large", str(exc)) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError("corrupt", f"The image data is truncated or corrupt: {exc}") from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # Pillow raises struct.error, TypeError, ... on malformed EXIF
+        return image
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

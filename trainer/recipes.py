@@ -12,17 +12,21 @@ from typing import Any
 from trainer.augment import AugmentConfig
 from trainer.model import Hyperparameters
 
+_LONG: dict[str, Any] = {"epochs": 30, "patience": 8}
+_STRONG_AUGMENT = AugmentConfig(rotation=0.08, zoom=0.15, contrast=0.3, brightness=0.2)
+
+#: Every recipe tried in docs/experiments.md, so each row there can be reproduced with
+#: ``python -m trainer crossval --recipe NAME``.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "best": {
-        "epochs": 30,
-        "patience": 8,
-        "image_size": 128,
-        "batch_size": 32,
-        "hparams": Hyperparameters(dropout=0.4, learning_rate=1e-3, label_smoothing=0.1),
-        "augment": AugmentConfig(rotation=0.08, zoom=0.15, contrast=0.3, brightness=0.2),
+    "long": dict(_LONG),
+    "long-regularised": {
+        **_LONG,
+        "hparams": Hyperparameters(dropout=0.4, label_smoothing=0.1),
+        "augment": _STRONG_AUGMENT,
     },
 }
+RECIPES["best"] = RECIPES["long-regularised"]
 
 
 def recipe_settings(name: str) -> dict[str, Any]:

@@ -223,7 +223,6 @@ def train(config: TrainConfig) -> TrainResult:
     """The whole run: load, split, (tune,) fit, evaluate on held-out data, export."""
     _validate(config)
     started = time.monotonic()
-    export.ensure_writable(config.models_dir, config.name)
     index = data.discover(config.data_dir)
     _log(
         config,
@@ -235,6 +234,8 @@ def train(config: TrainConfig) -> TrainResult:
     for side, rows in (("train", split.train), ("validation", split.val), ("test", split.test)):
         if len(rows) == 0:
             raise TrainerError(f"the {side} split is empty; add images to every class")
+    # Only now, with the data known to be usable, and still before the long part:
+    export.ensure_writable(config.models_dir, config.name)
     _log(
         config,
         f"{len(dataset.labels)} readable, {len(dataset.skipped)} skipped; "

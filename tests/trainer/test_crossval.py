@@ -14,8 +14,9 @@ from trainer.crossval import grouped_folds
 from trainer.preprocessing import InputSpec
 
 
-def test_folds_are_disjoint_grouped_and_cover_everything(synthetic_dataset: Path) -> None:
-    loaded = data.load(data.discover(synthetic_dataset), InputSpec(16, 16, 1))
+def test_folds_are_disjoint_grouped_and_cover_everything(duplicated_dataset: Path) -> None:
+    loaded = data.load(data.discover(duplicated_dataset), InputSpec(16, 16, 1))
+    assert loaded.groups_merged >= 24  # the families of near-duplicates are really there
     folds = grouped_folds(loaded, folds=4, val_fraction=0.2, seed=0)
     held_out = np.sort(np.concatenate([split.test for split in folds]))
     np.testing.assert_array_equal(held_out, np.arange(len(loaded.labels)))
@@ -27,8 +28,12 @@ def test_folds_are_disjoint_grouped_and_cover_everything(synthetic_dataset: Path
 
 
 def test_crossval_command(
-    synthetic_dataset: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    synthetic_dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # where a stray models/ folder would appear
     args = [
         "crossval",
         "--data",
@@ -49,7 +54,7 @@ def test_crossval_command(
     for key in ("accuracy", "top3_accuracy", "macro_f1"):
         assert 0 <= result["summary"][key]["mean"] <= 1
         assert result["summary"][key]["std"] >= 0
-    assert not any(tmp_path.iterdir())  # nothing exported anywhere
+    assert not any(tmp_path.iterdir())  # nothing exported
 
 
 def test_unknown_recipe_is_a_one_line_error(synthetic_dataset: Path, capsys) -> None:

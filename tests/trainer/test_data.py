@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_radiographs import radiograph, write
 from PIL import Image
 
 from trainer import data
@@ -13,19 +14,6 @@ from trainer.errors import TrainerError
 from trainer.preprocessing import InputSpec
 
 SPEC = InputSpec(16, 16, 1)
-
-
-def radiograph(seed: int, size: int = 48) -> Image.Image:
-    """A random blocky gray image; different seeds give perceptually different images."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, (6, 6), dtype=np.uint8)
-    return Image.fromarray(blocks).resize((size, size), Image.Resampling.NEAREST)
-
-
-def write(path: Path, image: Image.Image) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
 
 
 def test_kaggle_layout_nested_with_spaces_and_capitals(tmp_path: Path) -> None:
@@ -97,28 +85,6 @@ def test_flipped_copy_has_near_zero_hash_distance() -> None:
     other = data.dhash_variants(radiograph(4, size=64))
     assert data.hash_distance(flipped[np.newaxis], original[0])[0] <= 2
     assert data.hash_distance(other[np.newaxis], original[0])[0] > data.PHASH_MAX_DISTANCE
-
-
-@pytest.fixture
-def duplicated_dataset(tmp_path: Path) -> Path:
-    """Three classes; many images come in near-duplicate families with different names."""
-    rng = np.random.default_rng(0)
-    for label in range(3):
-        for family in range(8):
-            base = radiograph(100 * label + family)
-            copies = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-            for k, copy in enumerate(copies[: 1 + int(rng.integers(0, 2))]):
-                write(tmp_path / f"class {label}" / f"x{family}_{k}.png", copy)
-            # a Roboflow-style augmented copy: same stem, unrelated pixels
-            write(
-                tmp_path / f"class {label}" / f"src{family}_jpg.rf.{k}abc.jpg",
-                radiograph(9000 + 100 * label + family),
-            )
-            write(
-                tmp_path / f"class {label}" / f"src{family}_jpg.rf.ff{k}.jpg",
-                radiograph(5000 + 100 * label + family),
-            )
-    return tmp_path
 
 
 def test_grouped_split_keeps_near_duplicates_on_one_side(duplicated_dataset: Path) -> None:

@@ -61,7 +61,9 @@ def test_export_layout_and_metadata(version_dir: Path, metadata: dict, synthetic
     assert sum(metadata["dataset"]["per_class"].values()) == 80
     for key in ("accuracy", "top3_accuracy", "macro_f1"):
         assert 0.0 <= metadata["metrics"]["test"][key] <= 1.0
-    assert {"tensorflow-cpu", "keras", "numpy"} <= set(metadata["libraries"]) | {"tensorflow-cpu"}
+    libraries = set(metadata["libraries"])
+    assert {"keras", "numpy", "pillow"} <= libraries
+    assert libraries & {"tensorflow", "tensorflow-cpu"}
     assert not list(version_dir.parent.glob(".staging-*"))  # nothing half-written left over
     report = json.loads((version_dir / "reports/classification_report.json").read_text())
     assert report["samples"] == metadata["metrics"]["test"]["samples"]
@@ -155,3 +157,30 @@ def test_temperature_divides_the_logits() -> None:
     logits = np.asarray(logits_model(model)(images, training=False))
     scaled = np.asarray(with_temperature(model, 2.5)(images, training=False))
     np.testing.assert_allclose(scaled, softmax(logits, 2.5), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bytes_signature_pixels_match_shared_preprocessing(
+    sample_files: list[Path], real_or_synthetic_jpeg: Path, channels: int
+) -> None:
+    """The TF decoder in serve_bytes feeds the model (almost) the same pixels as Pillow."""
+    import tensorflow as tf
+
+    from trainer.export import _bytes_to_input
+
+    spec = InputSpec(96, 96, channels)
+    decode = _bytes_to_input(spec)
+    for path in [*sample_files[:3], real_or_synthetic_jpeg]:
+        data = path.read_bytes()
+        from_tf = decode(tf.constant([data])).numpy()[0]
+        from_pillow = load_array(data, spec)
+        difference = np.abs(from_tf - from_pillow)
+        assert difference.mean() < 1.0, path.name  # gray levels out of 255
+        assert difference.max() < 8.0, path.name
+
+
+@pytest.fixture(scope="module")
+def real_or_synthetic_jpeg(synthetic_dataset: Path) -> Path:
+    real_data = Path(__file__).resolve().parents[3] / "shared/datasets/bone-break-classification"
+    real = sorted(real_data.rglob("*.jpg"))[:1] if real_data.is_dir() else []
+    return real[0] if real else next(iter(sorted(synthetic_dataset.rglob("*.jpg"))))
