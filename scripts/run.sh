@@ -20,6 +20,10 @@
 # BONEFRAC_START_TIMEOUT (seconds to wait for readiness, default 180), and every
 # BONEFRAC_* variable the service reads.
 set -euo pipefail
+# Paths the user gives (--data, BONEFRAC_MODELS_DIR, BONEFRAC_SYNTH_DIR) are relative to
+# where they ran the command; the defaults are relative to the repository.
+caller_dir="$PWD"
+from_caller() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$caller_dir" "$1" ;; esac; }
 cd "$(dirname "$0")/.."
 
 die() { echo "run: $*" >&2; exit 2; }
@@ -53,9 +57,11 @@ for port in "$service_port" "$ui_port"; do
     || die "not a port number: $port"
 done
 [ "$service_port" != "$ui_port" ] || die "the service and the page need two different ports"
+if [ -n "$data_dir" ]; then data_dir="$(from_caller "$data_dir")"; fi
 if [ -n "$data_dir" ] && [ ! -d "$data_dir" ]; then die "no such dataset folder: $data_dir"; fi
 
-models_dir="${BONEFRAC_MODELS_DIR:-models}"
+models_dir=models
+if [ -n "${BONEFRAC_MODELS_DIR:-}" ]; then models_dir="$(from_caller "$BONEFRAC_MODELS_DIR")"; fi
 model_name="${BONEFRAC_MODEL_NAME:-bone-fracture}"
 export BONEFRAC_MODELS_DIR="$models_dir" BONEFRAC_MODEL_NAME="$model_name"
 
@@ -89,7 +95,8 @@ if [ "$retrain" = 1 ] || ! has_version; then
   if [ -n "$data_dir" ]; then
     train_data="$data_dir"
   else
-    train_data="${BONEFRAC_SYNTH_DIR:-data/synthetic}"
+    train_data=data/synthetic
+    if [ -n "${BONEFRAC_SYNTH_DIR:-}" ]; then train_data="$(from_caller "$BONEFRAC_SYNTH_DIR")"; fi
     if [ ! -d "$train_data" ]; then
       echo "run: no model in $models_dir/$model_name: writing synthetic X-rays to $train_data ..."
       "$py" -m trainer synth --out "$train_data" ${synth_args[@]+"${synth_args[@]}"}

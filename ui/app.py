@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import altair as alt
+import numpy as np
 import streamlit as st
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ui.client import (
     DEFAULT_API_URL,
@@ -40,6 +41,7 @@ DISCLAIMER = "Decision support only, not a diagnosis: a qualified clinician must
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
 #: Longest side of the preview: big enough to read, small enough to sit beside the chart.
 PREVIEW_MAX_PX = 480
+PREVIEW_MAX_PIXELS = 40_000_000
 RESULTS_KEY = "bonefrac_results"
 ACCENT = "#d9480f"
 MUTED = "#8aa4c8"
@@ -106,16 +108,32 @@ def forget_removed(uploads: list[Upload]) -> None:
 
 
 def preview(data: bytes) -> Image.Image | None:
-    """A browser-friendly, upright, bounded copy of the upload (TIFF and 16-bit included)."""
+    """A browser-friendly, upright, bounded copy of the upload (TIFF and 16-bit included).
+
+    Only for display: the service does the real decoding. Anything odd gives no preview,
+    never an error on the page.
+    """
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > PREVIEW_MAX_PIXELS:
+                return None  # a decompression bomb; the service answers with an error
             image = ImageOps.exif_transpose(opened)
-            if image.mode not in ("RGB", "L"):
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                image = _stretch_to_8bit(image)
+            elif image.mode not in ("RGB", "L"):
                 image = image.convert("RGB")
             image.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
             return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # a preview must never break the page
         return None
+
+
+def _stretch_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit detector values to 0..255 (a plain convert would clip most of them white)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return Image.fromarray(((pixels - low) * scale).astype(np.uint8))
 
 
 def probability_chart(prediction: Prediction) -> alt.Chart:

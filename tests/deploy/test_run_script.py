@@ -171,6 +171,20 @@ def test_run_refuses_bad_arguments_before_doing_anything(args: list[str], messag
     assert message in result.stderr
 
 
+def test_relative_data_path_is_read_from_the_callers_folder(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(RUN), "--skip-setup", "--data", "xrays"],
+        cwd=tmp_path,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"no such dataset folder: {tmp_path}/xrays" in result.stderr
+
+
 def test_run_help_lists_its_options() -> None:
     result = subprocess.run(
         ["bash", str(RUN), "--help"], capture_output=True, text=True, timeout=30, check=False
