@@ -17,6 +17,7 @@ RELIABILITY_DIAGRAM = "reliability_diagram.png"
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature``, numerically stable."""
     scaled = logits / temperature
     scaled = scaled - scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
@@ -24,6 +25,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean NLL of the true labels at this temperature: what the fit minimises."""
     probabilities = softmax(logits, temperature)[np.arange(len(labels)), labels]
     return float(-np.log(np.clip(probabilities, 1e-12, 1.0)).mean())
 
@@ -70,11 +72,9 @@ def plot_reliability(
     path: Path, before: list[dict[str, float]], after: list[dict[str, float]], title: str
 ) -> None:
     """Accuracy against confidence per bin, before and after temperature scaling."""
-    import matplotlib  # noqa: PLC0415
+    from trainer.evaluate import pyplot  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     for table, label in ((before, "raw softmax"), (after, "temperature scaled")):

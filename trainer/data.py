@@ -256,12 +256,13 @@ def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDatase
 
 @dataclass(frozen=True)
 class Split:
-    """Row indices of each side; ``moved_from_test`` counts leaky test images moved to train."""
+    """Row indices of each side; ``moved_to_train`` counts given held-out images that had a
+    near-duplicate on the training side and were moved there."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    moved_from_test: int = 0
+    moved_to_train: int = 0
 
 
 def carve(
@@ -290,24 +291,40 @@ def grouped_split(
 ) -> Split:
     """Train/validation/test indices with every near-duplicate group on one side.
 
-    A test split given by the folders is kept, except that test images with a
-    near-duplicate among the training images are moved to training (they would leak).
+    Test and validation folders given by the data are kept, except that an image with a
+    near-duplicate on the training side is moved to training (it would leak); a side the
+    folders do not give is carved out, stratified by class, whole groups only.
     """
     everything = np.arange(len(dataset.labels))
-    hinted_test = np.array([hint == "test" for hint in dataset.split_hints])
+    hints = np.array(dataset.split_hints, dtype=object)
+    held = {side: hints == side for side in ("test", "val")}
+    training_side = ~(held["test"] | held["val"])
     moved = 0
-    if hinted_test.any() and (~hinted_test).any():
-        train_groups = set(dataset.groups[~hinted_test].tolist())
-        leaky = hinted_test & np.isin(dataset.groups, list(train_groups))
-        moved = int(leaky.sum())
-        is_test = hinted_test & ~leaky
-        test, rest = everything[is_test], everything[~is_test]
+    if training_side.any():
+        training_groups = list(set(dataset.groups[training_side].tolist()))
+        for side in ("test", "val"):
+            leaky = held[side] & np.isin(dataset.groups, training_groups)
+            moved += int(leaky.sum())
+            held[side] &= ~leaky
+        in_test = list(set(dataset.groups[held["test"]].tolist()))
+        shared = held["val"] & np.isin(dataset.groups, in_test)
+        moved += int(shared.sum())  # a group given both as val and test: train instead
+        held["val"] &= ~shared
+    else:  # only held-out folders: treat everything as unsplit
+        held = {side: np.zeros(len(everything), bool) for side in held}
+    rest = everything[~(held["test"] | held["val"])]
+    if held["test"].any():
+        test = everything[held["test"]]
     else:
-        rest, test = carve(everything, dataset.labels, dataset.groups, test_fraction, seed)
-    train, val = carve(rest, dataset.labels, dataset.groups, val_fraction, seed + 1)
-    return Split(train=train, val=val, test=test, moved_from_test=moved)
+        rest, test = carve(rest, dataset.labels, dataset.groups, test_fraction, seed)
+    if held["val"].any():
+        train, val = rest, everything[held["val"]]
+    else:
+        train, val = carve(rest, dataset.labels, dataset.groups, val_fraction, seed + 1)
+    return Split(train=train, val=val, test=test, moved_to_train=moved)
 
 
 def class_counts(labels: Iterable[int], classes: list[str]) -> dict[str, int]:
+    """Images per class name, zero for a class with none."""
     counts = Counter(int(label) for label in labels)
     return {name: counts.get(number, 0) for number, name in enumerate(classes)}

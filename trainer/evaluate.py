@@ -13,6 +13,16 @@ CONFUSION_MATRIX = "confusion_matrix.png"
 TRAINING_CURVES = "training_curves.png"
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (training machines have no screen)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, top-3 accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
     from sklearn.metrics import (  # noqa: PLC0415
@@ -73,11 +83,7 @@ def write_reports(
     out_dir: Path, metrics: dict, classes: list[str], history: dict[str, list[float]] | None
 ) -> None:
     """``classification_report.json``, ``confusion_matrix.png`` and ``training_curves.png``."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CLASSIFICATION_REPORT).write_text(

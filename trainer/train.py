@@ -77,6 +77,9 @@ def _validate(config: TrainConfig) -> None:
         raise TrainerError("--epochs must be at least 1")
     if not 16 <= config.image_size <= 1024:
         raise TrainerError("--image-size must be between 16 and 1024 pixels")
+    for label, fraction in (("validation", config.val_fraction), ("test", config.test_fraction)):
+        if not 0.02 <= fraction <= 0.5:
+            raise TrainerError(f"the {label} fraction must be between 0.02 and 0.5")
     if config.channels not in (1, 3):
         raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
     if not config.name or "/" in config.name or config.name.startswith("."):
@@ -117,6 +120,27 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     per_class = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
     return per_class[labels].astype(np.float32)
+
+
+def training_datasets(
+    config: TrainConfig, dataset: data.LoadedDataset, split: data.Split
+) -> tuple[Any, Any]:
+    """The augmented, class-balanced training pipeline and the plain validation one."""
+    num_classes = len(dataset.classes)
+    train_labels = dataset.labels[split.train]
+    train_ds = make_datasets(
+        dataset.images[split.train],
+        train_labels,
+        num_classes,
+        config.batch_size,
+        weights=balanced_weights(train_labels, num_classes),
+        augment=config.augment,
+        seed=config.seed,
+    )
+    val_ds = make_datasets(
+        dataset.images[split.val], dataset.labels[split.val], num_classes, config.batch_size
+    )
+    return train_ds, val_ds
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -164,19 +188,7 @@ def fit(
 
     keras.utils.set_random_seed(config.seed)
     num_classes = len(dataset.classes)
-    train_labels = dataset.labels[split.train]
-    train_ds = make_datasets(
-        dataset.images[split.train],
-        train_labels,
-        num_classes,
-        config.batch_size,
-        weights=balanced_weights(train_labels, num_classes),
-        augment=config.augment,
-        seed=config.seed,
-    )
-    val_ds = make_datasets(
-        dataset.images[split.val], dataset.labels[split.val], num_classes, config.batch_size
-    )
+    train_ds, val_ds = training_datasets(config, dataset, split)
     model = make_model(
         num_classes, config.spec, hparams, backbone=config.backbone, weights=config.weights
     )
@@ -311,7 +323,7 @@ def train(config: TrainConfig) -> TrainResult:
                 "test": len(split.test),
             },
             "near_duplicates_grouped": dataset.groups_merged,
-            "test_images_moved_to_train": split.moved_from_test,
+            "held_out_images_moved_to_train": split.moved_to_train,
             "skipped_files": [{"path": p, "reason": r} for p, r in dataset.skipped],
         },
         "training": {

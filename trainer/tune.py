@@ -21,22 +21,10 @@ def search_hyperparameters(
     """Random search on the validation split; the test split is never looked at."""
     import keras_tuner  # noqa: PLC0415
 
-    from trainer.train import balanced_weights, make_datasets  # noqa: PLC0415
+    from trainer.train import training_datasets  # noqa: PLC0415
 
     num_classes = len(dataset.classes)
-    train_labels = dataset.labels[split.train]
-    train_ds = make_datasets(
-        dataset.images[split.train],
-        train_labels,
-        num_classes,
-        config.batch_size,
-        weights=balanced_weights(train_labels, num_classes),
-        augment=config.augment,
-        seed=config.seed,
-    )
-    val_ds = make_datasets(
-        dataset.images[split.val], dataset.labels[split.val], num_classes, config.batch_size
-    )
+    train_ds, val_ds = training_datasets(config, dataset, split)
     workdir = Path(tempfile.mkdtemp(prefix="bonefrac-tuner-"))
     try:
         tuner = keras_tuner.RandomSearch(

@@ -156,3 +156,25 @@ def test_concurrent_exports_get_distinct_versions(
     with ThreadPoolExecutor(4) as pool:
         names = sorted(int(p.name) for p in pool.map(lambda _: _export(tmp_path), range(8)))
     assert names == list(range(1, 9))
+
+
+def test_tune_records_the_search(synthetic_dataset: Path, tmp_path: Path) -> None:
+    args = [
+        "train",
+        "--data",
+        str(synthetic_dataset),
+        "--models",
+        str(tmp_path),
+        "--tune",
+        "--max-trials",
+        "2",
+        *TINY,
+    ]
+    assert main(args) == 0
+    metadata = json.loads((tmp_path / "bone-fracture" / "1" / "metadata.json").read_text())
+    search = metadata["hyperparameters"]["search"]
+    assert search["tuner"] == "keras_tuner.RandomSearch"
+    assert len(search["trials"]) == 2
+    best = min(search["trials"], key=lambda trial: trial["val_loss"])
+    for key, value in best["hyperparameters"].items():
+        assert metadata["hyperparameters"][key] == value  # the exported model used the best

@@ -110,7 +110,7 @@ def test_leaky_test_images_move_to_train(tmp_path: Path) -> None:
         write(tmp_path / f"c{label}" / "Test" / "copy.png", radiograph(10 * label))  # leak
     loaded = data.load(data.discover(tmp_path), SPEC)
     split = data.grouped_split(loaded, val_fraction=0.3, seed=0)
-    assert split.moved_from_test == 2
+    assert split.moved_to_train == 2
     assert sorted(Path(loaded.paths[i]).name for i in split.test) == ["fresh.png", "fresh.png"]
 
 
@@ -123,3 +123,18 @@ def test_fingerprint_depends_on_content_not_names(tmp_path: Path) -> None:
     assert first == second
     write(tmp_path / "b" / "c0" / "renamed.png", radiograph(7))
     assert data.load(data.discover(tmp_path / "b"), SPEC).fingerprint != first
+
+
+def test_given_validation_folders_are_used_minus_leaks(tmp_path: Path) -> None:
+    for label in range(2):
+        for k in range(5):
+            write(tmp_path / "train" / f"c{label}" / f"{k}.png", radiograph(10 * label + k))
+        write(tmp_path / "valid" / f"c{label}" / "v.png", radiograph(700 + label))
+        write(tmp_path / "valid" / f"c{label}" / "leak.png", radiograph(10 * label + 1))
+        write(tmp_path / "test" / f"c{label}" / "t.png", radiograph(800 + label))
+    loaded = data.load(data.discover(tmp_path), SPEC)
+    split = data.grouped_split(loaded, seed=0)
+    assert sorted(Path(loaded.paths[i]).name for i in split.val) == ["v.png", "v.png"]
+    assert sorted(Path(loaded.paths[i]).name for i in split.test) == ["t.png", "t.png"]
+    assert split.moved_to_train == 2
+    assert len(split.train) == 12
