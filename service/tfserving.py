@@ -91,6 +91,8 @@ def _decode_instance(item: Any, spec: InputSpec, max_pixels: int) -> np.ndarray:
                 "bad_request",
                 f"A pixel instance must have shape {list(expected)}, got {list(pixels.shape)}.",
             )
+        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+            raise ServiceError(400, "bad_request", "Pixel values must be finite and in 0..255.")
         return pixels
     raise ServiceError(
         400,

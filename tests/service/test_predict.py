@@ -272,3 +272,19 @@ def test_tf_serving_status_of_unknown_model_is_404(client):
 
     assert response.status_code == 404
     assert "bone-fracture" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("value", [-1.0, 256.0, float("nan")])
+def test_tf_serving_refuses_pixels_out_of_range(client, value):
+    row = [[127.0]] * 32
+    image = [row] * 31 + [[[value], *row[1:]]]
+    # NaN is not valid JSON; send it the way Python's json module writes it
+    import json
+
+    response = client.post(
+        "/v1/models/bone-fracture:predict",
+        content=json.dumps({"instances": [image]}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "0..255" in response.json()["error"]["message"]

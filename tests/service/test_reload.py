@@ -15,13 +15,18 @@ from sample_images import encode, upload
 MODEL = "bone-fracture"
 
 
-def publish(models_dir: Path, source: int, target: int) -> Path:
-    """Drop a copy of version ``source`` in as ``target`` the way the exporter does."""
+def publish(models_dir: Path, source: int, target: int, class_prefix: str = "") -> Path:
+    """Drop a copy of version ``source`` in as ``target`` the way the exporter does.
+
+    ``class_prefix`` renames the classes, so an answer shows which version's metadata
+    labelled it.
+    """
     root = models_dir / MODEL
     staging = root / f".staging-{target}-test"
     shutil.copytree(root / str(source), staging)
     metadata = json.loads((staging / "metadata.json").read_text())
     metadata["version"] = target
+    metadata["classes"] = [class_prefix + name for name in metadata["classes"]]
     (staging / "metadata.json").write_text(json.dumps(metadata))
     staging.rename(root / str(target))
     return root / str(target)
@@ -93,6 +98,7 @@ def test_hot_reload_under_concurrent_requests_has_zero_failures(serve, models_co
     image = encode("JPEG", "RGB")
     statuses: list[int] = []
     versions: set[int] = set()
+    mixed: list[bool] = []
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -102,14 +108,18 @@ def test_hot_reload_under_concurrent_requests_has_zero_failures(serve, models_co
             with lock:
                 statuses.append(response.status_code)
                 if response.status_code == 200:
-                    versions.add(response.json()["version"])
+                    answer = response.json()
+                    versions.add(answer["version"])
+                    prefixed = {p["label"].startswith("v2 ") for p in answer["probabilities"]}
+                    # labels and version always come from the same loaded model
+                    mixed.append(prefixed != {answer["version"] == 2})
 
     workers = [threading.Thread(target=hammer) for _ in range(4)]
     for worker in workers:
         worker.start()
     try:
         wait_for(lambda: len(statuses) >= 20)
-        publish(models_copy, 1, 2)
+        publish(models_copy, 1, 2, class_prefix="v2 ")
         wait_for(lambda: 2 in versions)
         count = len(statuses)
         wait_for(lambda: len(statuses) >= count + 20)
@@ -120,6 +130,8 @@ def test_hot_reload_under_concurrent_requests_has_zero_failures(serve, models_co
 
     assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
     assert versions == {1, 2}
+    assert mixed
+    assert not any(mixed), "an answer mixed one version's labels with another's"
     assert served_version(client) == 2
 
 
