@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.augment import AugmentConfig
+from trainer.augment import MODERATE, STRONG
 from trainer.model import Hyperparameters
 
 _LONG: dict[str, Any] = {"epochs": 30, "patience": 8}
-_STRONG_AUGMENT = AugmentConfig(rotation=0.08, zoom=0.15, contrast=0.3, brightness=0.2)
 
 #: Every recipe tried in docs/experiments.md, so each row there can be reproduced with
 #: ``python -m trainer crossval --recipe NAME``.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "long": dict(_LONG),
+    "default-moderate-augment": {"augment": MODERATE},
+    "long": {**_LONG, "augment": MODERATE},
     "long-regularised": {
         **_LONG,
         "hparams": Hyperparameters(dropout=0.4, label_smoothing=0.1),
-        "augment": _STRONG_AUGMENT,
+        "augment": STRONG,
     },
 }
 RECIPES["best"] = RECIPES["long-regularised"]
