@@ -8,7 +8,8 @@ for a version without a TFLite file, used only when TensorFlow happens to be ins
 A TFLite interpreter is not thread-safe, so :class:`TFLitePredictor` keeps a small pool
 of interpreters and lends each to one thread at a time. On a 2-core machine one
 interpreter using both cores had the lowest latency and the same throughput as two
-single-threaded ones (measured: 2.4 ms vs 4.6 ms per 128x128 image, ~420 images/s
+single-threaded ones (measured on an earlier default model: 2.4 ms vs 4.6 ms per
+128x128 image, ~420 images/s
 either way), hence the defaults in :class:`service.settings.Settings`.
 """
 

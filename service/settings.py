@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         50.0,
         ge=0.0,
         description="Warn 'not a radiograph' above this colourfulness (Hasler-Suesstrunk; "
-        "4 of the 989 real training radiographs exceed 50, vivid photos score 80+)",
+        "3 of the 989 real training radiographs exceed 50, vivid photos score 80+)",
     )
     reload_interval_s: float = Field(
         5.0, ge=0.0, description="Seconds between checks for a new version; 0 disables reload"
