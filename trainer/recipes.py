@@ -18,10 +18,11 @@ _LONG: dict[str, Any] = {"epochs": 30, "patience": 8}
 #: ``python -m trainer crossval --recipe NAME``.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "default-moderate-augment": {"augment": MODERATE},
-    "long": {**_LONG, "augment": MODERATE},
+    "default-batch32": {"batch_size": 32},
+    "long": {**_LONG, "augment": MODERATE, "batch_size": 32},
     "long-regularised": {
         **_LONG,
+        "batch_size": 32,
         "hparams": Hyperparameters(dropout=0.4, label_smoothing=0.1),
         "augment": STRONG,
     },

@@ -32,7 +32,7 @@ class TrainConfig:
     epochs: int = 5
     image_size: int = 128
     channels: int = 1
-    batch_size: int = 32
+    batch_size: int = 16  # measured: twice the updates of 32 learned faster in 5 epochs
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
