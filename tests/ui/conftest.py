@@ -6,6 +6,7 @@ the page is tested against the HTTP contract it will meet in production, not a m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -155,10 +156,9 @@ def scripted() -> Iterator[Callable[[Callable[[str], Reply]], str]]:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                try:
+                # the client under test may have given up first (the timeout tests)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client under test gave up first (the timeout tests)
 
             do_GET = do_POST = _answer  # noqa: N815
 
