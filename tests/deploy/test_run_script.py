@@ -148,6 +148,19 @@ def test_run_starts_both_and_stops_both(
     assert "stopped" in run.output()
 
 
+def refused(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run the script with arguments it must refuse before setting anything up."""
+    return subprocess.run(
+        ["bash", str(RUN), "--skip-setup", *args],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -158,29 +171,13 @@ def test_run_starts_both_and_stops_both(
     ],
 )
 def test_run_refuses_bad_arguments_before_doing_anything(args: list[str], message: str) -> None:
-    result = subprocess.run(
-        ["bash", str(RUN), "--skip-setup", *args],
-        cwd=REPO,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = refused(args)
     assert result.returncode == 2
     assert message in result.stderr
 
 
 def test_relative_data_path_is_read_from_the_callers_folder(tmp_path: Path) -> None:
-    result = subprocess.run(
-        ["bash", str(RUN), "--skip-setup", "--data", "xrays"],
-        cwd=tmp_path,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = refused(["--data", "xrays"], cwd=tmp_path)
     assert result.returncode == 2
     assert f"no such dataset folder: {tmp_path}/xrays" in result.stderr
 
