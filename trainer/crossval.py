@@ -54,12 +54,14 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
     ):
         held_out = split.test
         fitted = fit(config, config.hparams, dataset, split)
-        metrics = evaluate.compute_metrics(
-            dataset.labels[held_out],
-            predict(fitted.model, dataset.images[held_out]),
-            dataset.classes,
-        )
+        images = dataset.images[held_out]
+        probabilities = predict(fitted.model, images)
+        metrics = evaluate.compute_metrics(dataset.labels[held_out], probabilities, dataset.classes)
+        # Test-time augmentation, measured for free: average with the mirrored image.
+        mirrored = (probabilities + predict(fitted.model, images[:, :, ::-1, :])) / 2
+        tta = evaluate.compute_metrics(dataset.labels[held_out], mirrored, dataset.classes)
         row = {key: metrics[key] for key in SUMMARY_KEYS}
+        row.update({f"tta_{key}": tta[key] for key in SUMMARY_KEYS})
         row.update(
             fold=number,
             samples=len(held_out),
@@ -78,7 +80,7 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
             "mean": float(np.mean([r[key] for r in results])),
             "std": float(np.std([r[key] for r in results])),
         }
-        for key in SUMMARY_KEYS
+        for key in (*SUMMARY_KEYS, *(f"tta_{key}" for key in SUMMARY_KEYS))
     }
     counts = np.bincount(dataset.labels)
     return {
@@ -99,7 +101,10 @@ def format_summary(result: dict[str, Any]) -> str:
         f"({result['groups']} groups), {result['seconds']:.0f} s:"
     ]
     for key, label in zip(SUMMARY_KEYS, ("top-1", "top-3", "macro-F1"), strict=True):
-        stats = result["summary"][key]
-        parts.append(f"  {label:9s} {stats['mean']:.3f} ± {stats['std']:.3f}")
+        plain, tta = result["summary"][key], result["summary"][f"tta_{key}"]
+        parts.append(
+            f"  {label:9s} {plain['mean']:.3f} ± {plain['std']:.3f}   with mirror TTA "
+            f"{tta['mean']:.3f} ± {tta['std']:.3f}"
+        )
     parts.append(f"  majority-class rate {result['majority_class_rate']:.3f}")
     return "\n".join(parts)

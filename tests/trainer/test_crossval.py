@@ -51,7 +51,7 @@ def test_crossval_command(
     result = json.loads(capsys.readouterr().out)
     assert result["folds"] == 2
     assert sum(row["samples"] for row in result["per_fold"]) == result["images"] == 80
-    for key in ("accuracy", "top3_accuracy", "macro_f1"):
+    for key in ("accuracy", "top3_accuracy", "macro_f1", "tta_accuracy", "tta_macro_f1"):
         assert 0 <= result["summary"][key]["mean"] <= 1
         assert result["summary"][key]["std"] >= 0
     assert not any(tmp_path.iterdir())  # nothing exported
