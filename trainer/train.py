@@ -80,6 +80,8 @@ def _validate(config: TrainConfig) -> None:
     for label, fraction in (("validation", config.val_fraction), ("test", config.test_fraction)):
         if not 0.02 <= fraction <= 0.5:
             raise TrainerError(f"the {label} fraction must be between 0.02 and 0.5")
+    if config.tune and config.backbone:
+        raise TrainerError("--tune searches the plain CNN only; drop --backbone or --tune")
     if config.channels not in (1, 3):
         raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
     if not config.name or "/" in config.name or config.name.startswith("."):

@@ -67,6 +67,10 @@ def _two_class_folder(root: Path, per_class: int = 2) -> Path:
             "cannot write models",
         ),
         (lambda tmp: ["--data", str(_two_class_folder(tmp / "d"))], "too few distinct images"),
+        (
+            lambda tmp: ["--data", str(tmp), "--tune", "--backbone", "MobileNetV2"],
+            "plain CNN only",
+        ),
     ],
 )
 def test_bad_training_input_gives_one_line_and_nonzero_exit(
