@@ -46,12 +46,17 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-async def served_model(registry: RegistryDep) -> LoadedModel:
-    """The model this request uses throughout, taken once (a reload cannot split it)."""
+def current_model(registry: ModelRegistry) -> LoadedModel:
+    """The served model, or the 503 that says how to train one."""
     try:
         return registry.get()
     except NoModelError as exc:
         raise ServiceError(503, "model_unavailable", str(exc)) from exc
+
+
+async def served_model(registry: RegistryDep) -> LoadedModel:
+    """The model this request uses throughout, taken once (a reload cannot split it)."""
+    return current_model(registry)
 
 
 ServedModelDep = Annotated[LoadedModel, Depends(served_model)]

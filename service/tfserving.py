@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from service.deps import ApiKeyChecked, MetricsDep, RegistryDep, SettingsDep
+from service.deps import ApiKeyChecked, MetricsDep, RegistryDep, SettingsDep, current_model
 from service.errors import ServiceError, decode_error
-from service.registry import LoadedModel, ModelRegistry, NoModelError
+from service.registry import LoadedModel, ModelRegistry
 from service.schemas import (
     ErrorResponse,
     TFServingModelStatus,
@@ -54,10 +54,7 @@ def _model_for(registry: ModelRegistry, name: str, version: int | None = None) -
             "not_found",
             f"Model '{name}' is not served here; this server serves '{registry.name}'.",
         )
-    try:
-        model = registry.get()
-    except NoModelError as exc:
-        raise ServiceError(503, "model_unavailable", str(exc)) from exc
+    model = current_model(registry)
     if version is not None and version != model.version:
         raise ServiceError(
             404,

@@ -7,12 +7,19 @@ copies it first (see ``models_copy``).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback import free_port, stop, wait_until_ok
 
 MODEL_NAME = "bone-fracture"
+REPO = Path(__file__).resolve().parents[1]
+SERVICE_START_TIMEOUT = 120.0
 TINY_SIZE = 32
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/bone-break-classification"
 
@@ -61,3 +68,33 @@ def real_dataset() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip("real dataset not present at ../shared/datasets")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def running_service(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """``python -m service`` on a free loopback port serving the tiny model: (URL, log)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("service-log") / "service.log"
+    env = {
+        **os.environ,
+        "BONEFRAC_MODELS_DIR": str(tiny_models_dir),
+        "BONEFRAC_MODEL_NAME": MODEL_NAME,
+        "BONEFRAC_RELOAD_INTERVAL_S": "0",
+    }
+    env.pop("BONEFRAC_API_KEY", None)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(f"{url}/readyz", proc, log, SERVICE_START_TIMEOUT)
+        yield url, log
+    finally:
+        stop(proc)

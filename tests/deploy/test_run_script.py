@@ -7,7 +7,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,16 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "run.sh"
 URL_LINE = re.compile(r"^\s*(Inference service|Web page):\s+(http://\S+)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(url: str) -> bool:

@@ -9,86 +9,28 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+from loopback import free_port, stop, wait_until_ok
 
 from trainer.synth import render
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE_START_TIMEOUT = 120.0
 
 Reply = tuple[int, str, bytes]  # status, content type, body
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Poll ``url`` until it answers 2xx; fail with the process's log if it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a child we started and reap it, killing it if it will not go."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="session")
-def service_url(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of ``python -m service`` serving the tiny model, ready to predict."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("service-log") / "service.log"
-    env = {
-        **os.environ,
-        "BONEFRAC_MODELS_DIR": str(tiny_models_dir),
-        "BONEFRAC_MODEL_NAME": "bone-fracture",
-        "BONEFRAC_RELOAD_INTERVAL_S": "0",
-    }
-    env.pop("BONEFRAC_API_KEY", None)
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ok(f"{url}/readyz", proc, log, SERVICE_START_TIMEOUT)
-        yield url
-    finally:
-        stop(proc)
+def service_url(running_service: tuple[str, Path]) -> str:
+    """Base URL of the session's real service (see tests/conftest.py)."""
+    return running_service[0]
 
 
 @pytest.fixture(scope="session")
