@@ -99,6 +99,41 @@ def test_wrong_or_missing_form_field_is_422(still_serving, files):
     assert "file" in error["message"]
 
 
+def test_image_posted_as_the_raw_body_is_422_saying_to_use_a_form(still_serving, png):
+    response = still_serving.post("/predict", content=png, headers={"Content-Type": "image/png"})
+    error = assert_error(response, 422, "validation_error")
+    assert "multipart/form-data field 'file'" in error["message"]
+
+
+_PART = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"this is not a multipart body",
+        _PART + b"\x89PNG...",  # ends before the closing boundary
+        b"--XyZ\r\nnot a header line\r\n\r\nabc\r\n--XyZ--\r\n",
+        b"--XyZ\r\nX-Long: " + b"x" * 20_000 + b"\r\n\r\nabc\r\n--XyZ--\r\n",
+    ],
+    ids=["garbage", "truncated", "bad-header", "huge-header"],
+)
+def test_malformed_multipart_body_is_400(still_serving, body):
+    headers = {"Content-Type": "multipart/form-data; boundary=XyZ"}
+    response = still_serving.post("/predict", content=body, headers=headers)
+    error = assert_error(response, 400, "invalid_multipart")
+    assert "malformed" in error["message"]
+
+
+def test_file_part_without_a_filename_is_still_classified(client, png):
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + png
+    body += b"\r\n--XyZ--\r\n"
+    headers = {"Content-Type": "multipart/form-data; boundary=XyZ"}
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] in client.get("/classes").json()["classes"]
+
+
 def test_upload_over_the_limit_is_413(serve, tiny_models_dir, png):
     client = serve(tiny_models_dir, max_upload_bytes=16384)
     big = encode("PNG", size=(400, 400))
@@ -113,6 +148,7 @@ def test_upload_over_the_limit_is_413(serve, tiny_models_dir, png):
 def _send_raw(settings: Settings, headers: list[tuple[bytes, bytes]], chunks: int) -> tuple:
     """Call the ASGI app directly, feeding a 1 KiB chunk per receive(); count reads."""
     app = create_app(settings)
+    app.state.registry.refresh()  # a model is served: only the body size can refuse
     read = 0
     sent: list[dict] = []
     boundary = b"XyZ"
@@ -151,16 +187,16 @@ def _send_raw(settings: Settings, headers: list[tuple[bytes, bytes]], chunks: in
     return status, read
 
 
-def test_declared_oversize_body_is_refused_before_reading_it(make_settings, tmp_path):
-    settings = make_settings(tmp_path, max_upload_bytes=64 * 1024)
+def test_declared_oversize_body_is_refused_before_reading_it(make_settings, tiny_models_dir):
+    settings = make_settings(tiny_models_dir, max_upload_bytes=64 * 1024)
     status, reads = _send_raw(settings, [(b"content-length", b"104857600")], chunks=100_000)
 
     assert status == 413
     assert reads == 0
 
 
-def test_streamed_oversize_body_stops_at_the_limit(make_settings, tmp_path):
-    settings = make_settings(tmp_path, max_upload_bytes=64 * 1024)
+def test_streamed_oversize_body_stops_at_the_limit(make_settings, tiny_models_dir):
+    settings = make_settings(tiny_models_dir, max_upload_bytes=64 * 1024)
     status, reads = _send_raw(settings, [], chunks=100_000)  # chunked: no Content-Length
 
     assert status == 413

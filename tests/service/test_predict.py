@@ -189,6 +189,11 @@ def test_openapi_documents_the_response_shapes(client):
         "$ref": "#/components/schemas/Prediction"
     }
     assert "415" in predict["responses"]
+    form = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["format"] == "binary"
+    batch = schema["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
+    assert batch["multipart/form-data"]["schema"]["properties"]["files"]["type"] == "array"
     assert {"/predict/batch", "/classes", "/models", "/v1/models/{name}:predict"} <= set(
         schema["paths"]
     )
