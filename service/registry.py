@@ -117,11 +117,11 @@ class ModelRegistry:
     def versions_on_disk(self) -> list[int]:
         return list_versions(self.models_dir, self.name)
 
-    def candidates(self) -> list[int]:
+    def candidates(self, on_disk: list[int]) -> list[int]:
         """Versions to consider, best first: the pinned one, or newest to oldest."""
         if self.pinned is not None:
             return [self.pinned]
-        return sorted(list_versions(self.models_dir, self.name), reverse=True)
+        return sorted(on_disk, reverse=True)
 
     def refresh(self) -> LoadedModel | None:
         """Serve the best loadable version; return the newly loaded model, if any.
@@ -130,7 +130,11 @@ class ModelRegistry:
         model): call it from a worker thread, never on the event loop.
         """
         with self._lock:
-            for version in self.candidates():
+            on_disk = self.versions_on_disk()
+            if any(version not in on_disk for version in self.refused):
+                # a refused version deleted from disk is forgotten (no stale reasons)
+                self.refused = {v: r for v, r in self.refused.items() if v in on_disk}
+            for version in self.candidates(on_disk):
                 current = self.current
                 if current is not None and current.version == version:
                     return None  # already serving the best candidate

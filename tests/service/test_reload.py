@@ -172,6 +172,20 @@ def test_refused_version_is_retried_once_its_files_change(serve, models_copy, ca
     assert served_version(client) == 2
 
 
+def test_refused_version_deleted_from_disk_is_forgotten(serve, models_copy):
+    client = serve(models_copy)
+    registry = client.app.state.registry
+    broken = break_version(models_copy, 2, "corrupt_tflite")
+    registry.refresh()
+    assert 2 in registry.refused
+
+    shutil.rmtree(broken)
+    registry.refresh()
+
+    assert registry.refused == {}
+    assert [v["version"] for v in client.get("/models").json()["versions"]] == [1]
+
+
 def test_newest_version_broken_at_start_serves_the_previous_one(serve, models_copy):
     break_version(models_copy, 2, "corrupt_tflite")
 
