@@ -87,10 +87,13 @@ def get_client(base_url: str, timeout: float, key: str | None, key_header: str) 
     return ServiceClient(base_url, read_timeout=timeout, api_key=key, api_key_header=key_header)
 
 
-def predict(client: ServiceClient, upload: Upload) -> Prediction:
-    """The service's answer for ``upload``, asked once per file content and service URL."""
-    results: dict[tuple[str, str], Prediction] = st.session_state.setdefault(RESULTS_KEY, {})
-    key = (client.base_url, upload.digest)
+def predict(client: ServiceClient, upload: Upload, served_version: int | None) -> Prediction:
+    """The service's answer for ``upload``, asked once per file content, service URL and
+    served model version: after the service loads a newer version, the page asks again."""
+    results: dict[tuple[str, int | None, str], Prediction] = st.session_state.setdefault(
+        RESULTS_KEY, {}
+    )
+    key = (client.base_url, served_version, upload.digest)
     if key not in results:
         # Errors are not stored: the next rerun tries again, which is what a user who
         # has just restarted the service expects.
@@ -101,9 +104,9 @@ def predict(client: ServiceClient, upload: Upload) -> Prediction:
 def forget_removed(uploads: list[Upload]) -> None:
     """Drop stored answers for files no longer uploaded, so re-adding one asks again
     (the service may serve a newer model by then) and the session does not grow."""
-    results: dict[tuple[str, str], Prediction] = st.session_state.get(RESULTS_KEY, {})
+    results: dict[tuple[str, int | None, str], Prediction] = st.session_state.get(RESULTS_KEY, {})
     current = {upload.digest for upload in uploads}
-    for key in [key for key in results if key[1] not in current]:
+    for key in [key for key in results if key[2] not in current]:
         del results[key]
 
 
@@ -166,8 +169,10 @@ def probability_chart(prediction: Prediction) -> alt.Chart:
     return (bars + labels).properties(height=alt.Step(26))
 
 
-def render_sidebar(client: ServiceClient) -> None:
-    """The service's status and the classes the model knows, or why they are unknown."""
+def render_sidebar(client: ServiceClient) -> int | None:
+    """The service's status and the classes the model knows, or why they are unknown.
+
+    Returns the served model version when the service names one."""
     with st.sidebar:
         st.header("Service")
         st.caption(f"`{client.base_url}`")
@@ -181,19 +186,20 @@ def render_sidebar(client: ServiceClient) -> None:
         st.button("Refresh status", icon=":material/refresh:")  # a click reruns the page
 
         if not status.alive:
-            return
+            return None
         try:
             info: ModelClasses = client.classes()
         except ServiceError as exc:
             st.info(f"Classes unavailable: {exc.message}")
-            return
+            return None
         st.subheader("Model")
         st.markdown(f"**{info.model}** · version {info.version}")
         st.subheader(f"Classes ({len(info.classes)})")
         st.markdown("\n".join(f"- {name}" for name in info.classes))
+        return info.version
 
 
-def render_result(upload: Upload, client: ServiceClient) -> None:
+def render_result(upload: Upload, client: ServiceClient, served_version: int | None) -> None:
     """One bordered card: the image beside the prediction, or beside what went wrong."""
     with st.container(border=True):
         st.markdown(f"##### :material/image: {upload.name}")
@@ -207,7 +213,7 @@ def render_result(upload: Upload, client: ServiceClient) -> None:
         with right:
             try:
                 with st.spinner(f"Classifying {upload.name}…"):
-                    prediction = predict(client, upload)
+                    prediction = predict(client, upload, served_version)
             except ServiceError as exc:
                 logger.warning("prediction failed for %s: %s (%s)", upload.name, exc, exc.code)
                 st.error(exc.message, icon=":material/error:")
@@ -232,7 +238,7 @@ def render_prediction(prediction: Prediction) -> None:
 def render_page() -> None:
     """The whole page, top to bottom."""
     client = get_client(api_url(), read_timeout(), *api_key())
-    render_sidebar(client)
+    served_version = render_sidebar(client)
 
     st.title("Bone fracture X-ray classifier")
     st.info(DISCLAIMER, icon=":material/medical_information:")
@@ -248,7 +254,7 @@ def render_page() -> None:
         st.caption("The predicted fracture type and every class's probability appear here.")
         return
     for upload in uploads:
-        render_result(upload, client)
+        render_result(upload, client, served_version)
 
 
 def main() -> None:

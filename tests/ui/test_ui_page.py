@@ -128,3 +128,50 @@ def test_slow_service_gives_a_timeout_message_not_a_hang(
     assert not at.exception, at.exception
     (message,) = [e.value for e in at.main.error]
     assert "did not answer within 0.5 seconds" in message
+
+
+def test_a_new_model_version_is_asked_again_and_the_same_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: Callable[[Callable[[str], Reply]], str],
+    xray_bytes: tuple[str, bytes],
+) -> None:
+    """Answers are kept per served version: reruns reuse them, a hot reload refreshes them."""
+    served = {"version": 1}
+    predictions: list[int] = []
+
+    def reply(path: str) -> Reply:
+        version = served["version"]
+        if path.startswith("/predict"):
+            predictions.append(version)
+            label = f"Answer of v{version}"
+            body = {
+                "model": "m",
+                "version": version,
+                "label": label,
+                "confidence": 0.9,
+                "probabilities": [
+                    {"label": label, "probability": 0.9},
+                    {"label": "Other", "probability": 0.1},
+                ],
+                "warnings": [],
+            }
+        elif path.startswith("/classes"):
+            body = {"model": "m", "version": version, "classes": ["Other", f"Answer of v{version}"]}
+        else:
+            body = {"status": "ready", "model": "m", "version": version}
+        return 200, "application/json", json.dumps(body).encode()
+
+    at = run_page(monkeypatch, scripted(reply))
+    name, data = xray_bytes
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    at.run()  # a rerun with the same model: the stored answer is shown again
+    assert predictions == [1]
+    assert [h.value for h in at.main.header] == ["Answer of v1"]
+
+    served["version"] = 2  # the service hot-reloads a newer model
+    at.run()
+
+    assert not at.exception, at.exception
+    assert predictions == [1, 2]
+    assert [h.value for h in at.main.header] == ["Answer of v2"]
