@@ -9,7 +9,8 @@ spaces and capitalisation; class names are the folder names as written):
 
 Near-duplicates (Roboflow exports several augmented copies of one source image) are
 grouped so that a group never straddles a split: same Roboflow source stem, identical
-bytes, or a perceptual hash within a few bits under any flip or quarter turn.
+bytes, a perceptual hash within a few bits, or strongly correlated thumbnails (the last
+two under any flip or quarter turn).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from trainer.errors import TrainerError
 from trainer.preprocessing import (
@@ -52,6 +53,19 @@ IGNORED_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 #: 12 bits chained unrelated renders into a group of 286, 6 bits into at most 10.
 DHASH_SIDE = 16
 PHASH_MAX_DISTANCE = 6
+#: The hash misses copies that were re-encoded, resized or lightly retouched: smooth,
+#: low-contrast radiographs flip many of its bits (measured: copies of one figure under
+#: two names 8-20 bits apart). So two images are also one group when their 64x64 gray
+#: thumbnails correlate at THUMB_MIN_CORRELATION or more, and so do their details (the
+#: thumbnail minus its blur) at DETAIL_MIN_CORRELATION, under some flip or turn. On the
+#: real training split this found 79 images whose copy sat in another group (42 pairs):
+#: grouped CV had been leaking (552 groups become 512). The detail test keeps distinct images of
+#: one layout apart: the synthetic renders all share one template and correlate at 0.95
+#: or more by layout alone, which chained 177 of them into one group without it.
+THUMB_SIDE = 64
+THUMB_MIN_CORRELATION = 0.96
+DETAIL_MIN_CORRELATION = 0.85
+DETAIL_BLUR_RADIUS = 8
 _ROBOFLOW_STEM = re.compile(r"^(?P<stem>.+?)_(?:jpe?g|png|webp|bmp|gif|tiff?)\.rf", re.IGNORECASE)
 
 
@@ -156,6 +170,56 @@ def dhash_variants(image: Image.Image) -> np.ndarray:
     return np.stack(hashes)
 
 
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """The image as THUMB_SIDE x THUMB_SIDE gray pixels (aspect ignored), for near-duplicates."""
+    small = image.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def _detail(thumbnails: np.ndarray) -> np.ndarray:
+    """Each thumbnail minus its Gaussian blur: edges and texture, not the overall layout."""
+    blur = ImageFilter.GaussianBlur(DETAIL_BLUR_RADIUS)
+    return np.stack(
+        [t.astype(np.float32) - np.asarray(Image.fromarray(t).filter(blur)) for t in thumbnails]
+    )
+
+
+def _standardised(images: np.ndarray) -> np.ndarray:
+    """Rows of zero mean and unit norm, so that a dot product is a correlation."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat -= flat.mean(axis=1, keepdims=True)
+    return flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-6)
+
+
+def _best_correlations(images: np.ndarray, rows: slice) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """For the rows' images against all: correlations under each of the 8 flips and turns."""
+    reference = _standardised(images[rows])
+    for turns in range(4):
+        turned = np.rot90(images, turns, axes=(1, 2))
+        for variant in (turned, turned[:, :, ::-1]):
+            yield reference, _standardised(variant)
+
+
+def correlated_pairs(thumbnails: np.ndarray, chunk: int = 256) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, that look like copies of one image: thumbnails and
+    details both correlated above their thresholds under one same flip or turn. Rows are
+    compared a chunk at a time, so memory stays at ``chunk x N`` for large folders."""
+    details = _detail(thumbnails)
+    pairs: set[tuple[int, int]] = set()
+    for start in range(0, len(thumbnails), chunk):
+        rows = slice(start, start + chunk)
+        for (ref, variant), (ref_detail, variant_detail) in zip(
+            _best_correlations(thumbnails, rows), _best_correlations(details, rows), strict=True
+        ):
+            copies = (ref @ variant.T >= THUMB_MIN_CORRELATION) & (
+                ref_detail @ variant_detail.T >= DETAIL_MIN_CORRELATION
+            )
+            for i, j in zip(*np.nonzero(copies), strict=True):
+                if start + i < j:
+                    pairs.add((start + int(i), int(j)))
+    return sorted(pairs)
+
+
 class _UnionFind:
     def __init__(self, size: int) -> None:
         self.parent = list(range(size))
@@ -179,9 +243,9 @@ def hash_distance(hashes: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def group_near_duplicates(
-    stems: list[str | None], digests: list[str], hashes: np.ndarray
+    stems: list[str | None], digests: list[str], hashes: np.ndarray, thumbnails: np.ndarray
 ) -> np.ndarray:
-    """Group ids such that near-duplicates share one (union of the three signals)."""
+    """Group ids such that near-duplicates share one (union of the four signals)."""
     count = len(stems)
     union = _UnionFind(count)
     for key_list in (stems, digests):
@@ -194,12 +258,22 @@ def group_near_duplicates(
         distances = hash_distance(hashes[index + 1 :], hashes[index, 0])
         for offset in np.flatnonzero(distances <= PHASH_MAX_DISTANCE):
             union.union(index, index + 1 + int(offset))
+    for first, second in correlated_pairs(thumbnails):
+        union.union(first, second)
     roots = [union.find(index) for index in range(count)]
     ids = {root: number for number, root in enumerate(dict.fromkeys(roots))}
     return np.array([ids[root] for root in roots], dtype=np.int64)
 
 
-def _read(sample: Sample, spec: InputSpec) -> tuple[np.ndarray, str, np.ndarray] | str:
+@dataclass(frozen=True)
+class _Decoded:
+    pixels: np.ndarray  # model input
+    digest: str  # sha256 of the file
+    hashes: np.ndarray  # dhash_variants
+    thumbnail: np.ndarray  # for correlated_pairs
+
+
+def _read(sample: Sample, spec: InputSpec) -> _Decoded | str:
     try:
         data = sample.path.read_bytes()
         image = decode_image(data)
@@ -209,7 +283,12 @@ def _read(sample: Sample, spec: InputSpec) -> tuple[np.ndarray, str, np.ndarray]
         return f"unreadable: {exc.strerror or exc}"
     except Exception as exc:  # one strange file must never end a training run
         return f"could not be decoded: {type(exc).__name__}: {exc}"
-    return to_array(image, spec), hashlib.sha256(data).hexdigest(), dhash_variants(image)
+    return _Decoded(
+        pixels=to_array(image, spec),
+        digest=hashlib.sha256(data).hexdigest(),
+        hashes=dhash_variants(image),
+        thumbnail=thumbnail(image),
+    )
 
 
 def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDataset:
@@ -217,7 +296,7 @@ def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDatase
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda s: _read(s, spec), index.samples))
     skipped = list(index.skipped)
-    kept: list[tuple[Sample, tuple[np.ndarray, str, np.ndarray]]] = []
+    kept: list[tuple[Sample, _Decoded]] = []
     for sample, result in zip(index.samples, results, strict=True):
         if isinstance(result, str):
             skipped.append((str(sample.path.relative_to(index.root)), result))
@@ -232,9 +311,12 @@ def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDatase
     classes = [c for c in index.classes if c in present]
     class_ids = {name: number for number, name in enumerate(classes)}
     relative = [str(s.path.relative_to(index.root)) for s, _ in kept]
-    digests = [r[1] for _, r in kept]
+    digests = [r.digest for _, r in kept]
     groups = group_near_duplicates(
-        [roboflow_stem(s.path.name) for s, _ in kept], digests, np.stack([r[2] for _, r in kept])
+        [roboflow_stem(s.path.name) for s, _ in kept],
+        digests,
+        np.stack([r.hashes for _, r in kept]),
+        np.stack([r.thumbnail for _, r in kept]),
     )
     fingerprint = hashlib.sha256(
         "\n".join(
@@ -244,7 +326,7 @@ def load(index: DatasetIndex, spec: InputSpec, workers: int = 4) -> LoadedDatase
     return LoadedDataset(
         classes=classes,
         paths=relative,
-        images=np.stack([r[0] for _, r in kept]),
+        images=np.stack([r.pixels for _, r in kept]),
         labels=np.array([class_ids[s.class_name] for s, _ in kept], dtype=np.int64),
         split_hints=[s.split_hint for s, _ in kept],
         groups=groups,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fake_radiographs import radiograph, write
-from PIL import Image
+from PIL import Image, ImageEnhance
 
-from trainer import data
+from trainer import data, synth
 from trainer.errors import TrainerError
 from trainer.preprocessing import InputSpec
 
@@ -85,6 +86,44 @@ def test_flipped_copy_has_near_zero_hash_distance() -> None:
     other = data.dhash_variants(radiograph(4, size=64))
     assert data.hash_distance(flipped[np.newaxis], original[0])[0] <= 2
     assert data.hash_distance(other[np.newaxis], original[0])[0] > data.PHASH_MAX_DISTANCE
+
+
+def _recoded(image: Image.Image) -> Image.Image:
+    """The same figure saved again elsewhere: resized, contrast lifted, JPEG quality 40."""
+    copy = ImageEnhance.Contrast(image.resize((200, 200), Image.Resampling.BICUBIC)).enhance(1.15)
+    buffer = io.BytesIO()
+    copy.save(buffer, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_recoded_copy_the_hash_misses_is_caught_by_thumbnail_correlation(seed: int) -> None:
+    original = synth.render("Oblique fracture", np.random.default_rng(seed)).convert("L")
+    copy = _recoded(original)
+    other = synth.render("Oblique fracture", np.random.default_rng(seed + 100)).convert("L")
+    hash_gap = data.hash_distance(
+        data.dhash_variants(copy)[np.newaxis], data.dhash_variants(original)[0]
+    )
+    assert hash_gap[0] > data.PHASH_MAX_DISTANCE  # the hash alone would let it leak
+
+    thumbnails = np.stack([data.thumbnail(image) for image in (original, copy, other)])
+
+    assert data.correlated_pairs(thumbnails) == [(0, 1)]  # a distinct render of one class is not
+
+
+def test_recoded_copy_in_the_test_folder_joins_its_original(tmp_path: Path) -> None:
+    for label, name in enumerate(["Oblique fracture", "Spiral Fracture"]):
+        for k in range(4):
+            image = synth.render(name, np.random.default_rng(10 * label + k))
+            write(tmp_path / name / "Train" / f"{k}.png", image)
+    original = synth.render("Oblique fracture", np.random.default_rng(0)).convert("L")
+    write(tmp_path / "Oblique fracture" / "Test" / "copy.jpg", _recoded(original))
+
+    loaded = data.load(data.discover(tmp_path), SPEC)
+    group_of = dict(zip(loaded.paths, loaded.groups, strict=True))
+
+    assert group_of["Oblique fracture/Test/copy.jpg"] == group_of["Oblique fracture/Train/0.png"]
+    assert len(set(loaded.groups.tolist())) == 8
 
 
 def test_grouped_split_keeps_near_duplicates_on_one_side(duplicated_dataset: Path) -> None:
