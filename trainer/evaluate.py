@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ def pyplot() -> Any:
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, top-3 accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
+    from sklearn.exceptions import UndefinedMetricWarning  # noqa: PLC0415
     from sklearn.metrics import (  # noqa: PLC0415
         accuracy_score,
         classification_report,
@@ -35,6 +39,11 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list
 
     everything = list(range(len(classes)))
     predicted = probabilities.argmax(axis=1)
+    with warnings.catch_warnings():  # with 3 classes or fewer top-3 is 1: no sklearn warning
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        top3 = top_k_accuracy_score(
+            labels, probabilities, k=min(3, len(classes)), labels=everything
+        )
     report = classification_report(
         labels,
         predicted,
@@ -46,9 +55,7 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list
     return {
         "samples": len(labels),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "top3_accuracy": float(
-            top_k_accuracy_score(labels, probabilities, k=min(3, len(classes)), labels=everything)
-        ),
+        "top3_accuracy": float(top3),
         "macro_f1": float(
             f1_score(labels, predicted, labels=everything, average="macro", zero_division=0)
         ),
@@ -135,6 +142,23 @@ def _plot_history(plt: Any, history: dict[str, list[float]], path: Path) -> None
     plt.close(fig)
 
 
+def write_reports_atomically(target: Path, metrics: dict, classes: list[str]) -> None:
+    """Write the reports beside ``target``, then swap them in: a failure (full disk,
+    Ctrl-C) leaves the previous reports, never a half-written mix, inside a version."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:12]}")
+    try:
+        write_reports(staging, metrics, classes, history=None)
+        previous = target.with_name(f".{target.name}.previous-{uuid.uuid4().hex[:12]}")
+        if target.exists():
+            target.rename(previous)
+        staging.rename(target)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def evaluate_version(
     model_dir: Path, data_dir: Path, *, split: str = "auto", out_dir: Path | None = None
 ) -> dict:
@@ -180,7 +204,7 @@ def evaluate_version(
     )
     metrics = compute_metrics(labels[rows], probabilities, classes)
     target = Path(out_dir) if out_dir else Path(model_dir) / "reports" / "evaluation"
-    write_reports(target, metrics, classes, history=None)
+    write_reports_atomically(target, metrics, classes)
     return {
         "model": metadata["name"],
         "version": metadata["version"],
