@@ -58,6 +58,7 @@ class Fitted:
     history: dict[str, list[float]]
     best_epoch: int
     temperature: float
+    val_probabilities: np.ndarray  # the calibrated model's answers on the validation split
 
 
 @dataclass(frozen=True)
@@ -213,14 +214,14 @@ def fit(
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         best_epoch=keep_best.best_epoch,
         temperature=temperature,
+        val_probabilities=calibration.softmax(val_logits, temperature),
     )
 
 
 def _calibration_report(
-    fitted: Fitted, images: np.ndarray, labels: np.ndarray
+    fitted: Fitted, calibrated: np.ndarray, labels: np.ndarray
 ) -> tuple[dict[str, Any], list[dict[str, float]], list[dict[str, float]]]:
-    """ECE on held-out images before and after temperature scaling, with the bin tables."""
-    calibrated = predict(fitted.model, images)
+    """ECE on held-out answers before and after temperature scaling, with the bin tables."""
     raw = calibration.softmax(np.log(np.clip(calibrated, 1e-30, 1.0)) * fitted.temperature)
     ece_raw, table_raw = calibration.reliability(raw, labels)
     ece, table = calibration.reliability(calibrated, labels)
@@ -265,16 +266,15 @@ def train(config: TrainConfig) -> TrainResult:
         _log(config, f"best hyperparameters: {hparams.to_dict()}")
 
     fitted = fit(config, hparams, dataset, split)
-    test_images, test_labels = dataset.images[split.test], dataset.labels[split.test]
-    test_metrics = evaluate.compute_metrics(
-        test_labels, predict(fitted.model, test_images), dataset.classes
-    )
+    test_labels = dataset.labels[split.test]
+    test_probabilities = predict(fitted.model, dataset.images[split.test])
+    test_metrics = evaluate.compute_metrics(test_labels, test_probabilities, dataset.classes)
     val_metrics = evaluate.compute_metrics(
-        dataset.labels[split.val],
-        predict(fitted.model, dataset.images[split.val]),
-        dataset.classes,
+        dataset.labels[split.val], fitted.val_probabilities, dataset.classes
     )
-    calibration_report, table_raw, table = _calibration_report(fitted, test_images, test_labels)
+    calibration_report, table_raw, table = _calibration_report(
+        fitted, test_probabilities, test_labels
+    )
     _log(config, "held-out test split:\n" + evaluate.format_metrics(test_metrics))
     _log(
         config,
@@ -341,7 +341,7 @@ def train(config: TrainConfig) -> TrainResult:
         classes=dataset.classes,
         spec=config.spec,
         metadata=metadata,
-        probe=test_images[:4],
+        probe=dataset.images[split.test[:4]],
         write_reports=write_reports,
     )
     _log(config, f"exported {version_dir}")
