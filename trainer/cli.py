@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by train and crossval; unset ones fall back to the recipe's values."""
     parser.add_argument("--data", type=Path, required=True, help="folder of class folders")
-    parser.add_argument("--recipe", default="default", help="default (5 epochs) or best")
+    parser.add_argument(
+        "--recipe",
+        default="default",
+        help="default (5 epochs), best (highest grouped-CV accuracy measured), or any name "
+        "in trainer/recipes.py (docs/experiments.md lists them with their scores)",
+    )
     parser.add_argument("--epochs", type=_positive)
     parser.add_argument("--image-size", type=_positive, help="model input side (px)")
     parser.add_argument("--batch-size", type=_positive)

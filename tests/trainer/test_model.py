@@ -184,3 +184,64 @@ def real_or_synthetic_jpeg(synthetic_dataset: Path) -> Path:
     real_data = Path(__file__).resolve().parents[3] / "shared/datasets/bone-break-classification"
     real = sorted(real_data.rglob("*.jpg"))[:1] if real_data.is_dir() else []
     return real[0] if real else next(iter(sorted(synthetic_dataset.rglob("*.jpg"))))
+
+
+def _edge(vertical: bool, size: int = 32) -> np.ndarray:
+    """Dark left / bright right (vertical=True) or dark top / bright bottom, 0..1."""
+    ramp = np.zeros((size, size), np.float32)
+    ramp[:, size // 2 :] = 1.0
+    image = ramp if vertical else ramp.T
+    return image[np.newaxis, :, :, np.newaxis]
+
+
+def test_oriented_gradients_put_an_edge_in_its_orientation_bin() -> None:
+    from trainer.model import OrientedGradients
+
+    layer = OrientedGradients(4)  # bins at 0, 45, 90 and 135 degrees
+    across_x = np.asarray(layer(_edge(vertical=True))).sum(axis=(0, 1, 2))
+    across_y = np.asarray(layer(_edge(vertical=False))).sum(axis=(0, 1, 2))
+
+    assert int(np.argmax(across_x)) == 0  # brightness changes along x: gradient at 0 degrees
+    assert int(np.argmax(across_y)) == 2  # along y: 90 degrees
+    np.testing.assert_allclose(across_x[[1, 3]], 0.0, atol=1e-4)  # 45 and 135 get nothing
+    assert not layer.trainable_weights
+    flat = np.asarray(layer(np.full((1, 8, 8, 1), 0.5, np.float32)))
+    np.testing.assert_allclose(flat, 0.0, atol=1e-5)  # no gradient, no histogram
+
+
+def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+    from trainer.export import export_version
+    from trainer.model import Hyperparameters, make_model
+
+    spec = InputSpec(64, 64, 1)
+    model = make_model(3, spec, Hyperparameters(stem="gradients", gradient_cells=8))
+    assert model.get_layer("histograms").output.shape[-1] == 8 * 8 * 9
+    assert not any("conv" in layer.name for layer in model.layers)
+    probe = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 1)).astype(np.float32)
+    out = np.asarray(model(probe, training=False))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+    version = export_version(
+        model,
+        models_dir=tmp_path,
+        name=MODEL_NAME,
+        classes=["a", "b", "c"],
+        spec=spec,
+        metadata={},
+        probe=probe,
+    )  # raises if the TFLite copy differs from the SavedModel by more than the tolerance
+
+    from service.runtime import TFLitePredictor
+
+    blank = np.full((1, 64, 64, 1), 127.0, np.float32)  # no gradient anywhere
+    answer = TFLitePredictor(version / "model.tflite").predict(blank)
+    assert np.all(np.isfinite(answer))
+    np.testing.assert_allclose(answer.sum(), 1.0, atol=1e-5)
+
+
+def test_gradients_stem_keeps_its_cells_when_they_do_not_divide_the_size() -> None:
+    from trainer.model import Hyperparameters, make_model
+
+    model = make_model(3, InputSpec(100, 100, 1), Hyperparameters(stem="gradients"))
+
+    assert model.get_layer("histograms").output.shape[-1] == 8 * 8 * 9
