@@ -27,7 +27,10 @@ class Hyperparameters:
     depth: int = 4
     convs_per_block: int = 2  # measured: two convs per block learn ~3x faster than one
     dense_units: int = 128
-    dropout: float = 0.3
+    # measured on the synthetic default, 6 runs each: with dropout 0.3 the 5-epoch CNN sat on
+    # its chance-level loss plateau in 3 runs (8-19% top-1); with none it learned every time
+    # (34-86%), and grouped CV on the real split did not change (13.4% vs 14.8%)
+    dropout: float = 0.0
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
     gradient_cells: int = 8  # "gradients" stem: the image is pooled into cells x cells
@@ -250,7 +253,7 @@ def hparams_from_tuner(hp: Any) -> Hyperparameters:
         depth=hp.Int("depth", 3, 5, default=DEFAULTS.depth),
         convs_per_block=hp.Int("convs_per_block", 1, 2, default=DEFAULTS.convs_per_block),
         dense_units=hp.Choice("dense_units", [64, 128, 256], default=DEFAULTS.dense_units),
-        dropout=hp.Float("dropout", 0.1, 0.5, step=0.1, default=DEFAULTS.dropout),
+        dropout=hp.Float("dropout", 0.0, 0.5, step=0.1, default=DEFAULTS.dropout),
         learning_rate=hp.Float(
             "learning_rate", 1e-4, 3e-3, sampling="log", default=DEFAULTS.learning_rate
         ),
