@@ -198,12 +198,21 @@ while kill -0 "$service_pid" 2>/dev/null && kill -0 "$ui_pid" 2>/dev/null; do
   sleep 1 &
   wait $! || true
 done
-# A Ctrl-C reaches the children as well, and on a busy machine they can be gone before
-# this shell has run its own trap; give a pending signal that moment, so that a stop the
-# user asked for is not reported as a crash (seen in CI: exit 1 after a clean Ctrl-C).
-sleep 1 &
-wait $! || true
+# A Ctrl-C reaches the children too. When this shell was started with SIGINT ignored (by
+# a background job of another script, say), it cannot trap it, and only sees a child
+# gone: one that shut down cleanly (status 0) was stopped, not crashed.
+status=0
+for pid in $service_pid $ui_pid; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    wait "$pid" 2>/dev/null || status=$?
+  fi
+done
 stopping=1
-echo "run: a process exited unexpectedly; stopping the other" >&2
+if [ "$status" = 0 ]; then
+  echo "run: a process stopped; stopping the other" >&2
+  stop_children
+  exit 0
+fi
+echo "run: a process exited unexpectedly (status $status); stopping the other" >&2
 stop_children
 exit 1

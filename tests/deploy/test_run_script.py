@@ -142,6 +142,37 @@ def test_run_starts_both_and_stops_both(
     assert "stopped" in run.output()
 
 
+@pytest.mark.e2e
+def test_a_crashed_service_stops_the_page_and_fails_the_run(
+    started: tuple[RunScript, int, int],
+) -> None:
+    run, service_port, _ = started
+    urls = run.urls(timeout=120)
+    service = next(
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit()
+        and (args := _cmdline(proc))[1:3] == ["-m", "service"]
+        and str(service_port) in args
+    )
+
+    os.kill(service, signal.SIGKILL)
+
+    assert run.proc.wait(timeout=30) == 1, run.output()
+    assert "exited unexpectedly (status 137)" in run.output()
+    deadline = time.monotonic() + 10
+    while run.group_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not answers(f"{urls['Web page']}/_stcore/health")
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # the process ended meanwhile
+        return []
+
+
 def refused(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run the script with arguments it must refuse before setting anything up."""
     return subprocess.run(
