@@ -59,9 +59,9 @@ PHASH_MAX_DISTANCE = 6
 #: thumbnails correlate at THUMB_MIN_CORRELATION or more, and so do their details (the
 #: thumbnail minus its blur) at DETAIL_MIN_CORRELATION, under some flip or turn. On the
 #: real training split this found 79 images whose copy sat in another group (42 pairs):
-#: grouped CV had been leaking (552 groups become 512). The detail test keeps distinct images of
-#: one layout apart: the synthetic renders all share one template and correlate at 0.95
-#: or more by layout alone, which chained 177 of them into one group without it.
+#: grouped CV had been leaking (552 groups become 512). The detail test keeps distinct
+#: images of one layout apart: the synthetic renders all share one template and correlate
+#: at 0.95 or more by layout alone, which chained 177 of them into one group without it.
 THUMB_SIDE = 64
 THUMB_MIN_CORRELATION = 0.96
 DETAIL_MIN_CORRELATION = 0.85
@@ -191,28 +191,28 @@ def _standardised(images: np.ndarray) -> np.ndarray:
     return flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-6)
 
 
-def _best_correlations(images: np.ndarray, rows: slice) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """For the rows' images against all: correlations under each of the 8 flips and turns."""
-    reference = _standardised(images[rows])
+def _symmetries(images: np.ndarray) -> Iterable[np.ndarray]:
+    """The stack under each of the 8 flips and quarter turns (views, not copies)."""
     for turns in range(4):
         turned = np.rot90(images, turns, axes=(1, 2))
-        for variant in (turned, turned[:, :, ::-1]):
-            yield reference, _standardised(variant)
+        yield turned
+        yield turned[:, :, ::-1]
 
 
 def correlated_pairs(thumbnails: np.ndarray, chunk: int = 256) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, that look like copies of one image: thumbnails and
-    details both correlated above their thresholds under one same flip or turn. Rows are
-    compared a chunk at a time, so memory stays at ``chunk x N`` for large folders."""
+    details both correlated above their thresholds under one same flip or turn. Each
+    flip or turn is standardised once; rows are compared a chunk at a time, so memory
+    stays at ``chunk x N`` for large folders."""
     details = _detail(thumbnails)
+    reference, reference_detail = _standardised(thumbnails), _standardised(details)
     pairs: set[tuple[int, int]] = set()
-    for start in range(0, len(thumbnails), chunk):
-        rows = slice(start, start + chunk)
-        for (ref, variant), (ref_detail, variant_detail) in zip(
-            _best_correlations(thumbnails, rows), _best_correlations(details, rows), strict=True
-        ):
-            copies = (ref @ variant.T >= THUMB_MIN_CORRELATION) & (
-                ref_detail @ variant_detail.T >= DETAIL_MIN_CORRELATION
+    for turned, turned_detail in zip(_symmetries(thumbnails), _symmetries(details), strict=True):
+        variant, variant_detail = _standardised(turned), _standardised(turned_detail)
+        for start in range(0, len(thumbnails), chunk):
+            rows = slice(start, start + chunk)
+            copies = (reference[rows] @ variant.T >= THUMB_MIN_CORRELATION) & (
+                reference_detail[rows] @ variant_detail.T >= DETAIL_MIN_CORRELATION
             )
             for i, j in zip(*np.nonzero(copies), strict=True):
                 if start + i < j:
