@@ -15,7 +15,9 @@ from trainer.errors import TrainerError
 from trainer.model import (
     DEFAULTS,
     Hyperparameters,
+    gradient_features_model,
     logits_model,
+    make_forest_model,
     make_model,
     with_temperature,
 )
@@ -83,6 +85,10 @@ def _validate(config: TrainConfig) -> None:
             raise TrainerError(f"the {label} fraction must be between 0.02 and 0.5")
     if config.tune and config.backbone:
         raise TrainerError("--tune searches the plain CNN only; drop --backbone or --tune")
+    if config.hparams.head == "forest" and (config.tune or config.backbone):
+        raise TrainerError(
+            "this recipe grows a forest on fixed features: it takes no --tune or --backbone"
+        )
     if config.channels not in (1, 3):
         raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
     if not config.name or "/" in config.name or config.name.startswith("."):
@@ -189,6 +195,8 @@ def fit(
     """Train one model (best epoch's weights kept), then fit its temperature on validation."""
     import keras  # noqa: PLC0415
 
+    if hparams.head == "forest":
+        return _grow(config, hparams, dataset, split)
     keras.utils.set_random_seed(config.seed)
     num_classes = len(dataset.classes)
     train_ds, val_ds = training_datasets(config, dataset, split)
@@ -207,12 +215,59 @@ def fit(
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=config.verbose,
     )
+    return _with_fitted_temperature(
+        model,
+        dataset,
+        split,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        best_epoch=keep_best.best_epoch,
+    )
+
+
+def _grow(
+    config: TrainConfig,
+    hparams: Hyperparameters,
+    dataset: data.LoadedDataset,
+    split: data.Split,
+) -> Fitted:
+    """The ``forest`` head: trees grown on the training split's fixed gradient features.
+
+    No epochs and no early stopping; the validation split is left for the temperature.
+    """
+    from trainer.forest import grow_forest  # noqa: PLC0415
+
+    features = predict(gradient_features_model(config.spec, hparams), dataset.images[split.train])
+    tables = grow_forest(
+        features,
+        dataset.labels[split.train],
+        len(dataset.classes),
+        trees=hparams.forest_trees,
+        min_leaf=hparams.forest_min_leaf,
+        seed=config.seed,
+    )
+    _log(
+        config, f"grew {tables.trees} trees (depth up to {tables.depth}) on {len(features)} images"
+    )
+    return _with_fitted_temperature(
+        make_forest_model(config.spec, hparams, tables), dataset, split, history={}, best_epoch=0
+    )
+
+
+def _with_fitted_temperature(
+    model: Any,
+    dataset: data.LoadedDataset,
+    split: data.Split,
+    *,
+    history: dict[str, list[float]],
+    best_epoch: int,
+) -> Fitted:
+    """Fit the temperature on the validation split and fold it into the model."""
     val_logits = predict(logits_model(model), dataset.images[split.val])
     temperature = calibration.fit_temperature(val_logits, dataset.labels[split.val])
     return Fitted(
         model=with_temperature(model, temperature),
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-        best_epoch=keep_best.best_epoch,
+        history=history,
+        best_epoch=best_epoch,
         temperature=temperature,
         val_probabilities=calibration.softmax(val_logits, temperature),
     )
@@ -232,6 +287,48 @@ def _calibration_report(
         "test_ece_after": round(ece, 4),
     }
     return report, table_raw, table
+
+
+def _hyperparameter_record(
+    config: TrainConfig, hparams: Hyperparameters, search: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What metadata.json says the model was made with; a forest has no epochs or batches."""
+    common = {"image_size": config.image_size, "seed": config.seed}
+    if hparams.head == "forest":
+        keep = (
+            "stem",
+            "head",
+            "gradient_cells",
+            "orientation_bins",
+            "forest_trees",
+            "forest_min_leaf",
+        )
+        return {
+            **{key: value for key, value in hparams.to_dict().items() if key in keep},
+            **common,
+            "class_balancing": "class_weight='balanced' in every tree",
+        }
+    return {
+        **hparams.to_dict(),
+        **common,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "augmentation": config.augment.__dict__,
+        "backbone": config.backbone,
+        "backbone_weights": str(config.weights) if config.weights else None,
+        "class_balancing": "per-sample weights, equal total weight per class",
+        **({"search": search} if search else {}),
+    }
+
+
+def _training_record(hparams: Hyperparameters, fitted: Fitted) -> dict[str, Any]:
+    if hparams.head == "forest":
+        return {"method": "extra trees grown by scikit-learn on the training split's features"}
+    return {
+        "method": "Adam, best epoch by validation loss",
+        "epochs_run": len(fitted.history.get("loss", [])),
+        "best_epoch": fitted.best_epoch,
+    }
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -296,24 +393,13 @@ def train(config: TrainConfig) -> TrainResult:
         key: test_metrics[key] for key in ("samples", "accuracy", "top3_accuracy", "macro_f1")
     }
     metadata = {
-        "hyperparameters": {
-            **hparams.to_dict(),
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "image_size": config.image_size,
-            "seed": config.seed,
-            "augmentation": config.augment.__dict__,
-            "backbone": config.backbone,
-            "backbone_weights": str(config.weights) if config.weights else None,
-            "class_balancing": "per-sample weights, equal total weight per class",
-            **({"search": search} if search else {}),
-        },
+        "hyperparameters": _hyperparameter_record(config, hparams, search),
         "calibration": calibration_report,
         "metrics": {
             "test": summary,
             "validation": {key: val_metrics[key] for key in summary},
             "split": "grouped by near-duplicate (Roboflow stem, identical bytes, 256-bit "
-            "dHash under flips/turns); stratified by class",
+            "dHash, thumbnail and detail correlation, under flips/turns); stratified by class",
         },
         "dataset": {
             "source": str(Path(config.data_dir).resolve()),
@@ -329,8 +415,7 @@ def train(config: TrainConfig) -> TrainResult:
             "skipped_files": [{"path": p, "reason": r} for p, r in dataset.skipped],
         },
         "training": {
-            "epochs_run": len(fitted.history.get("loss", [])),
-            "best_epoch": fitted.best_epoch,
+            **_training_record(hparams, fitted),
             "seconds": round(time.monotonic() - started, 1),
         },
     }

@@ -1,0 +1,114 @@
+"""The extra-trees head: its tables, its Keras walk, its export, and the recipe using it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.ensemble import ExtraTreesClassifier
+
+from trainer.cli import main
+from trainer.forest import VOTE_FLOOR, ForestVote, predict_tables, tabulate
+from trainer.preprocessing import InputSpec
+
+MODEL_NAME = "bone-fracture"
+
+
+@pytest.fixture(scope="module")
+def forest_and_data() -> tuple[ExtraTreesClassifier, np.ndarray, np.ndarray]:
+    """Four learnable classes out of five (class 4 never appears in training)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 12)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(int) + 2 * (features[:, 1] > 0)
+    forest = ExtraTreesClassifier(40, min_samples_leaf=3, random_state=0).fit(features, labels)
+    unseen = rng.normal(size=(64, 12)).astype(np.float32)
+    return forest, unseen, labels
+
+
+def test_tables_reproduce_scikit_learn(forest_and_data) -> None:
+    forest, unseen, _ = forest_and_data
+    tables = tabulate(forest.estimators_, forest.classes_, num_classes=5)
+
+    ours = predict_tables(tables, unseen)
+
+    np.testing.assert_allclose(ours[:, :4], forest.predict_proba(unseen), atol=1e-6)
+    np.testing.assert_array_equal(ours[:, 4], 0.0)  # a class no tree saw gets no vote
+    assert tables.trees == 40
+    assert tables.depth == max(tree.tree_.max_depth for tree in forest.estimators_)
+
+
+def test_keras_layer_walks_the_trees_like_numpy(forest_and_data) -> None:
+    forest, unseen, _ = forest_and_data
+    tables = tabulate(forest.estimators_, forest.classes_, num_classes=5)
+    layer = ForestVote(tables)
+
+    logits = np.asarray(layer(unseen))
+
+    np.testing.assert_allclose(
+        np.exp(logits) - VOTE_FLOOR, predict_tables(tables, unseen), atol=1e-5
+    )
+    assert np.all(np.isfinite(logits))  # the unseen class has a floor, not log(0)
+    assert not layer.trainable_weights
+
+
+def test_forest_model_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+    from service.runtime import TFLitePredictor
+    from trainer.export import export_version
+    from trainer.forest import grow_forest
+    from trainer.model import Hyperparameters, gradient_features_model, make_forest_model
+
+    spec, hparams = InputSpec(64, 64, 1), Hyperparameters(stem="gradients", head="forest")
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (30, 64, 64, 1)).astype(np.float32)
+    features = np.asarray(gradient_features_model(spec, hparams)(images))
+    tables = grow_forest(features, np.arange(30) % 3, 3, trees=20, min_leaf=2, seed=0)
+    model = make_forest_model(spec, hparams, tables)
+    out = np.asarray(model(images[:4]))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+    version = export_version(
+        model,
+        models_dir=tmp_path,
+        name=MODEL_NAME,
+        classes=["a", "b", "c"],
+        spec=spec,
+        metadata={},
+        probe=images[:4],
+    )  # raises if the TFLite copy differs from the SavedModel by more than the tolerance
+
+    blank = np.full((1, 64, 64, 1), 127.0, np.float32)  # no gradient anywhere
+    answer = TFLitePredictor(version / "model.tflite").predict(blank)
+    assert np.all(np.isfinite(answer))
+    np.testing.assert_allclose(answer.sum(), 1.0, atol=1e-5)
+
+
+def test_forest_recipe_trains_exports_and_beats_chance(tmp_path: Path) -> None:
+    from trainer.synth import write_dataset
+
+    data, models = tmp_path / "synthetic", tmp_path / "models"
+    write_dataset(data, per_class=40, size=128, seed=1)
+
+    args = ["--data", str(data), "--models", str(models), "--recipe", "gradients-forest"]
+    assert main(["train", *args, "--quiet"]) == 0
+
+    metadata = json.loads((models / MODEL_NAME / "1" / "metadata.json").read_text())
+    assert metadata["hyperparameters"]["head"] == "forest"
+    assert metadata["training"]["method"].startswith("extra trees")
+    assert "epochs" not in metadata["hyperparameters"]  # nothing here trains by epochs
+    # Ten classes: chance is 10% top-1 and 30% top-3 (measured on this data: 30-40% top-1)
+    assert metadata["metrics"]["test"]["accuracy"] >= 0.2
+    assert metadata["metrics"]["test"]["top3_accuracy"] >= 0.45
+    assert metadata["calibration"]["temperature"] > 0
+
+
+@pytest.mark.parametrize("flag", [["--tune"], ["--backbone", "MobileNetV2"]])
+def test_forest_recipe_refuses_network_only_flags(
+    synthetic_dataset: Path, tmp_path: Path, flag: list[str], capsys
+) -> None:
+    args = ["--data", str(synthetic_dataset), "--models", str(tmp_path), "--recipe", "best"]
+
+    assert main(["train", *args, *flag]) == 2
+
+    assert "forest" in capsys.readouterr().err
