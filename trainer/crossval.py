@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer import data, evaluate
 from trainer.errors import TrainerError
-from trainer.train import TrainConfig, fit, predict
+from trainer.train import TrainConfig, fit, predict, validate_config
 
 SUMMARY_KEYS = ("accuracy", "top3_accuracy", "macro_f1")
 
@@ -44,6 +44,7 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
     """Train ``folds`` models on grouped folds; mean and spread of top-1, top-3, macro-F1."""
     if folds < 2:
         raise TrainerError("--folds must be at least 2")
+    validate_config(config)
     started = time.monotonic()
     dataset = data.load(data.discover(config.data_dir), config.spec)
     if len(np.unique(dataset.groups)) < folds:

@@ -75,7 +75,8 @@ def _log(config: TrainConfig, message: str) -> None:
         print(message, flush=True)
 
 
-def _validate(config: TrainConfig) -> None:
+def validate_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot work, before any image is decoded."""
     if config.epochs < 1:
         raise TrainerError("--epochs must be at least 1")
     if not 16 <= config.image_size <= 1024:
@@ -85,6 +86,10 @@ def _validate(config: TrainConfig) -> None:
             raise TrainerError(f"the {label} fraction must be between 0.02 and 0.5")
     if config.tune and config.backbone:
         raise TrainerError("--tune searches the plain CNN only; drop --backbone or --tune")
+    if config.hparams.head not in ("dense", "forest"):
+        raise TrainerError(f"unknown head {config.hparams.head!r}; use dense or forest")
+    if config.hparams.head == "forest" and config.hparams.stem != "gradients":
+        raise TrainerError("a forest head grows on the gradients stem only")
     if config.hparams.head == "forest" and (config.tune or config.backbone):
         raise TrainerError(
             "this recipe grows a forest on fixed features: it takes no --tune or --backbone"
@@ -333,7 +338,7 @@ def _training_record(hparams: Hyperparameters, fitted: Fitted) -> dict[str, Any]
 
 def train(config: TrainConfig) -> TrainResult:
     """The whole run: load, split, (tune,) fit, evaluate on held-out data, export."""
-    _validate(config)
+    validate_config(config)
     started = time.monotonic()
     index = data.discover(config.data_dir)
     _log(

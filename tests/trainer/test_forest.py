@@ -103,12 +103,40 @@ def test_forest_recipe_trains_exports_and_beats_chance(tmp_path: Path) -> None:
     assert metadata["calibration"]["temperature"] > 0
 
 
-@pytest.mark.parametrize("flag", [["--tune"], ["--backbone", "MobileNetV2"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--tune"],
+        ["train", "--backbone", "MobileNetV2"],
+        ["crossval", "--backbone", "MobileNetV2"],
+    ],
+)
 def test_forest_recipe_refuses_network_only_flags(
-    synthetic_dataset: Path, tmp_path: Path, flag: list[str], capsys
+    synthetic_dataset: Path, tmp_path: Path, command: list[str], capsys
 ) -> None:
-    args = ["--data", str(synthetic_dataset), "--models", str(tmp_path), "--recipe", "best"]
+    where = ["--models", str(tmp_path)] if command[0] == "train" else []
 
-    assert main(["train", *args, *flag]) == 2
+    assert main([*command, "--data", str(synthetic_dataset), *where, "--recipe", "best"]) == 2
 
     assert "forest" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("metadata.json"))
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"stem": "conv", "head": "forest"}, "gradients stem only"),
+        ({"stem": "gradients", "head": "boosted"}, "unknown head"),
+    ],
+)
+def test_impossible_heads_are_refused_before_any_work(
+    tmp_path: Path, hparams: dict[str, str], message: str
+) -> None:
+    from trainer.errors import TrainerError
+    from trainer.model import Hyperparameters
+    from trainer.train import TrainConfig, validate_config
+
+    config = TrainConfig(tmp_path, tmp_path, hparams=Hyperparameters(**hparams))
+
+    with pytest.raises(TrainerError, match=message):
+        validate_config(config)
