@@ -11,7 +11,6 @@ from sklearn.ensemble import ExtraTreesClassifier
 
 from trainer.cli import main
 from trainer.forest import VOTE_FLOOR, ForestVote, predict_tables, tabulate
-from trainer.preprocessing import InputSpec
 
 MODEL_NAME = "bone-fracture"
 
@@ -51,37 +50,6 @@ def test_keras_layer_walks_the_trees_like_numpy(forest_and_data) -> None:
     )
     assert np.all(np.isfinite(logits))  # the unseen class has a floor, not log(0)
     assert not layer.trainable_weights
-
-
-def test_forest_model_exports_to_a_matching_tflite(tmp_path: Path) -> None:
-    from service.runtime import TFLitePredictor
-    from trainer.export import export_version
-    from trainer.forest import grow_forest
-    from trainer.model import Hyperparameters, gradient_features_model, make_forest_model
-
-    spec, hparams = InputSpec(64, 64, 1), Hyperparameters(stem="gradients", head="forest")
-    rng = np.random.default_rng(1)
-    images = rng.uniform(0, 255, (30, 64, 64, 1)).astype(np.float32)
-    features = np.asarray(gradient_features_model(spec, hparams)(images))
-    tables = grow_forest(features, np.arange(30) % 3, 3, trees=20, min_leaf=2, seed=0)
-    model = make_forest_model(spec, hparams, tables)
-    out = np.asarray(model(images[:4]))
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
-
-    version = export_version(
-        model,
-        models_dir=tmp_path,
-        name=MODEL_NAME,
-        classes=["a", "b", "c"],
-        spec=spec,
-        metadata={},
-        probe=images[:4],
-    )  # raises if the TFLite copy differs from the SavedModel by more than the tolerance
-
-    blank = np.full((1, 64, 64, 1), 127.0, np.float32)  # no gradient anywhere
-    answer = TFLitePredictor(version / "model.tflite").predict(blank)
-    assert np.all(np.isfinite(answer))
-    np.testing.assert_allclose(answer.sum(), 1.0, atol=1e-5)
 
 
 def test_forest_recipe_trains_exports_and_beats_chance(tmp_path: Path) -> None:

@@ -209,34 +209,50 @@ def test_oriented_gradients_put_an_edge_in_its_orientation_bin() -> None:
     np.testing.assert_allclose(flat, 0.0, atol=1e-5)  # no gradient, no histogram
 
 
-def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+def _export_and_answer_a_blank(model, probe: np.ndarray, tmp_path: Path) -> None:
+    """Export a 3-class 64 px model; its TFLite copy must answer a flat gray image."""
+    from service.runtime import TFLitePredictor
     from trainer.export import export_version
-    from trainer.model import Hyperparameters, make_model
 
-    spec = InputSpec(64, 64, 1)
-    model = make_model(3, spec, Hyperparameters(stem="gradients", gradient_cells=8))
-    assert model.get_layer("histograms").output.shape[-1] == 8 * 8 * 9
-    assert not any("conv" in layer.name for layer in model.layers)
-    probe = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 1)).astype(np.float32)
     out = np.asarray(model(probe, training=False))
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
-
     version = export_version(
         model,
         models_dir=tmp_path,
         name=MODEL_NAME,
         classes=["a", "b", "c"],
-        spec=spec,
+        spec=InputSpec(64, 64, 1),
         metadata={},
         probe=probe,
     )  # raises if the TFLite copy differs from the SavedModel by more than the tolerance
-
-    from service.runtime import TFLitePredictor
 
     blank = np.full((1, 64, 64, 1), 127.0, np.float32)  # no gradient anywhere
     answer = TFLitePredictor(version / "model.tflite").predict(blank)
     assert np.all(np.isfinite(answer))
     np.testing.assert_allclose(answer.sum(), 1.0, atol=1e-5)
+
+
+def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+    from trainer.model import Hyperparameters, make_model
+
+    model = make_model(3, InputSpec(64, 64, 1), Hyperparameters(stem="gradients"))
+    assert model.get_layer("histograms").output.shape[-1] == 8 * 8 * 9
+    assert not any("conv" in layer.name for layer in model.layers)
+    probe = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 1)).astype(np.float32)
+
+    _export_and_answer_a_blank(model, probe, tmp_path)
+
+
+def test_forest_head_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+    from trainer.forest import grow_forest
+    from trainer.model import Hyperparameters, gradient_features_model, make_forest_model
+
+    spec, hparams = InputSpec(64, 64, 1), Hyperparameters(stem="gradients", head="forest")
+    images = np.random.default_rng(1).uniform(0, 255, (30, 64, 64, 1)).astype(np.float32)
+    features = np.asarray(gradient_features_model(spec, hparams)(images))
+    tables = grow_forest(features, np.arange(30) % 3, 3, trees=20, min_leaf=2, seed=0)
+
+    _export_and_answer_a_blank(make_forest_model(spec, hparams, tables), images[:4], tmp_path)
 
 
 def test_gradients_stem_keeps_its_cells_when_they_do_not_divide_the_size() -> None:
