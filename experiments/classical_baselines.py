@@ -72,16 +72,21 @@ def classifiers() -> dict[str, Callable[[], object]]:
 
 
 def score(
-    table: np.ndarray, labels: np.ndarray, splits: list, make: Callable[[], object], *, val: bool
+    table: np.ndarray,
+    dataset: data.LoadedDataset,
+    splits: list,
+    make: Callable[[], object],
+    *,
+    val: bool,
 ) -> np.ndarray:
     """Mean and spread over folds of top-1, top-3 and macro-F1, in percent (2 x 3)."""
-    classes = [str(c) for c in range(labels.max() + 1)]
+    labels = dataset.labels
     scores = []
     for split in splits:
         train = np.concatenate([split.train, split.val]) if val else split.train
         model = make().fit(table[train], labels[train])
         metrics = evaluate.compute_metrics(
-            labels[split.test], model.predict_proba(table[split.test]), classes
+            labels[split.test], model.predict_proba(table[split.test]), dataset.classes
         )
         scores.append([metrics[k] for k in ("accuracy", "top3_accuracy", "macro_f1")])
     return np.stack([100 * np.mean(scores, axis=0), 100 * np.std(scores, axis=0)])
@@ -96,7 +101,7 @@ def report(name: str, result: np.ndarray) -> None:
     )
 
 
-def forest_settings(gray: np.ndarray, labels: np.ndarray, splits: list) -> None:
+def forest_settings(dataset: data.LoadedDataset, splits: list) -> None:
     """The choices behind the trainer's forest head, grown on the training side only."""
 
     def trees(count: int, min_leaf: int) -> Callable[[], object]:
@@ -104,14 +109,15 @@ def forest_settings(gray: np.ndarray, labels: np.ndarray, splits: list) -> None:
             count, min_samples_leaf=min_leaf, class_weight="balanced", n_jobs=-1, random_state=0
         )
 
+    gray = dataset.images[..., 0] / 255.0
     table = np.stack([oriented_gradients(g) for g in gray])
     for count, min_leaf in ((100, 1), (300, 1), (300, 3), (300, 5)):
         name = f"{count} trees, >= {min_leaf} images a leaf"
-        report(name, score(table, labels, splits, trees(count, min_leaf), val=False))
+        report(name, score(table, dataset, splits, trees(count, min_leaf), val=False))
     for bins, sharpness in ((6, 4), (12, 4), (18, 4), (9, 2), (9, 8)):
         table = np.stack([oriented_gradients(g, 8, bins, sharpness) for g in gray])
         name = f"300 trees, >= 3 a leaf, {bins} bins, cos^{sharpness}"
-        report(name, score(table, labels, splits, trees(300, 3), val=False))
+        report(name, score(table, dataset, splits, trees(300, 3), val=False))
 
 
 def main() -> None:
@@ -126,12 +132,12 @@ def main() -> None:
     splits = grouped_folds(dataset, args.folds, 0.15, args.seed)
     print(f"{len(dataset.labels)} images, {len(np.unique(dataset.groups))} groups")
     if args.forest:
-        forest_settings(dataset.images[..., 0] / 255.0, dataset.labels, splits)
+        forest_settings(dataset, splits)
         return
     for feature_name, table in features(dataset.images).items():
         for model_name, make in classifiers().items():
             # the training side includes the validation slice: nothing stops early here
-            result = score(table, dataset.labels, splits, make, val=True)
+            result = score(table, dataset, splits, make, val=True)
             report(f"{feature_name:30} {model_name}", result)
 
 

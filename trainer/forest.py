@@ -88,18 +88,6 @@ def tabulate(estimators: list[Any], present: np.ndarray, num_classes: int) -> Fo
     return ForestTables(feature, threshold, left, right, votes, depth)
 
 
-def predict_tables(tables: ForestTables, features: np.ndarray) -> np.ndarray:
-    """The forest's mean vote in numpy: the reference the Keras layer is tested against."""
-    rows = np.arange(len(features))[:, None]
-    trees = np.arange(tables.trees)[None, :]
-    node = np.zeros((len(features), tables.trees), np.int64)
-    for _ in range(tables.depth):
-        value = features[rows, tables.feature[trees, node]]
-        go_left = value <= tables.threshold[trees, node]
-        node = np.where(go_left, tables.left[trees, node], tables.right[trees, node])
-    return tables.votes[trees, node].mean(axis=1)
-
-
 #: Added to the mean vote before the log, so a class no tree voted for has a finite logit.
 VOTE_FLOOR = 1e-3
 
