@@ -69,8 +69,8 @@ export BONEFRAC_MODELS_DIR="$models_dir" BONEFRAC_MODEL_NAME="$model_name"
 if [ "$skip_setup" = 1 ]; then
   echo "run: --skip-setup: using the existing environment"
 else
-  echo "run: setting up .venv (scripts/setup.sh train,service,ui) ..."
-  bash scripts/setup.sh train,service,ui
+  echo "run: setting up .venv (scripts/setup.sh train,service,ui,pretrained) ..."
+  bash scripts/setup.sh train,service,ui,pretrained
 fi
 if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py="$(command -v python3)"; fi
 

@@ -73,6 +73,8 @@ def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
             for label, p in zip(ranked.labels, ranked.probabilities, strict=True)
         ],
         warnings=[PredictionWarning(code=w.code, message=w.message) for w in ranked.warnings],
+        ood_score=ranked.ood_score,
+        trained_on=model.trained_on,
     )
 
 
@@ -171,7 +173,12 @@ async def predict_batch(
     summary="Class names in output order",
 )
 async def classes(model: ServedModelDep) -> ClassesResponse:
-    return ClassesResponse(model=model.name, version=model.version, classes=list(model.classes))
+    return ClassesResponse(
+        model=model.name,
+        version=model.version,
+        classes=list(model.classes),
+        trained_on=model.trained_on,
+    )
 
 
 @router.get("/models", response_model=ModelsResponse, tags=["model"], summary="Versions on disk")
@@ -191,6 +198,7 @@ async def models(registry: RegistryDep) -> ModelsResponse:
     if current is not None:
         served = ServedModel(
             version=current.version,
+            trained_on=current.trained_on,
             path=str(current.path),
             runtime=current.predictor.runtime,
             loaded_at=current.loaded_at,

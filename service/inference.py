@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.registry import LoadedModel
+from service.runtime import OOD_OUTPUT
 from trainer.preprocessing import ImageDecodeError, colourfulness, decode_image, to_array
 
 
@@ -29,6 +30,7 @@ class Ranked:
     labels: tuple[str, ...]
     probabilities: tuple[float, ...]
     warnings: tuple[PredictionWarning, ...]
+    ood_score: float | None = None  # > 1: unlike the training images; None: no such check
 
     @property
     def label(self) -> str:
@@ -60,6 +62,7 @@ def rank(
     colour: float,
     confidence_threshold: float,
     colour_threshold: float,
+    ood_score: float | None = None,
 ) -> Ranked:
     """Sort classes by probability (renormalised in float64 so they sum to 1)."""
     probs = np.asarray(probabilities, dtype=np.float64)
@@ -77,6 +80,14 @@ def rank(
                 "treat this label as uncertain.",
             )
         )
+    if ood_score is not None and not ood_score <= 1.0:  # NaN counts as unfamiliar
+        warnings.append(
+            PredictionWarning(
+                "unfamiliar_image",
+                f"This image is unlike the radiographs the model was trained on (distance "
+                f"{ood_score:.1f}x the warning threshold); the answer is likely meaningless.",
+            )
+        )
     if colour > colour_threshold:
         warnings.append(
             PredictionWarning(
@@ -89,6 +100,7 @@ def rank(
         labels=tuple(classes[i] for i in order),
         probabilities=tuple(float(probs[i]) for i in order),
         warnings=tuple(warnings),
+        ood_score=None if ood_score is None else round(float(ood_score), 4),
     )
 
 
@@ -108,7 +120,9 @@ def classify(
         except ImageDecodeError as exc:
             prepared.append(exc)
     good = [p for p in prepared if isinstance(p, Prepared)]
-    outputs = iter(model.predictor.predict(np.stack([p.pixels for p in good])) if good else [])
+    outputs = model.predictor.run(np.stack([p.pixels for p in good])) if good else {}
+    probabilities = iter(outputs.get("probabilities", []))
+    scores = iter(outputs[OOD_OUTPUT]) if OOD_OUTPUT in outputs else None
     results: list[Ranked | ImageDecodeError] = []
     for item in prepared:
         if isinstance(item, ImageDecodeError):
@@ -116,11 +130,12 @@ def classify(
             continue
         results.append(
             rank(
-                next(outputs),
+                next(probabilities),
                 model.classes,
                 colour=item.colourfulness,
                 confidence_threshold=confidence_threshold,
                 colour_threshold=colour_threshold,
+                ood_score=None if scores is None else float(next(scores)),
             )
         )
     return results

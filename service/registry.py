@@ -47,6 +47,12 @@ class LoadedModel:
     loaded_at: dt.datetime
     load_seconds: float
 
+    @property
+    def trained_on(self) -> str | None:
+        """metadata.json's one sentence on the training data (older versions lack it)."""
+        value = self.metadata.get("trained_on")
+        return value if isinstance(value, str) else None
+
 
 @dataclass
 class Refusal:

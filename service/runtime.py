@@ -29,15 +29,24 @@ from trainer.preprocessing import InputSpec
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+#: Models on a pretrained backbone also output how unlike the training images each input
+#: is (``trainer.heads.OodModel``), over its threshold.
+OOD_OUTPUT = "ood_score"
 
 
 class Predictor(Protocol):
-    """Probabilities ``(N, classes)`` for float32 ``(N, H, W, C)`` pixels in 0..255."""
+    """A model's outputs for float32 ``(N, H, W, C)`` pixels in 0..255."""
 
     runtime: str
     input_shape: tuple[int, ...]  # (H, W, C) the model was exported for
 
-    def predict(self, images: np.ndarray) -> np.ndarray: ...
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name: ``probabilities`` (N, classes), maybe ``ood_score`` (N,)."""
+        ...
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Only the probabilities (N, classes)."""
+        ...
 
 
 class TFLitePredictor:
@@ -70,14 +79,19 @@ class TFLitePredictor:
         finally:
             self._pool.put(runner)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One image per invoke: the interpreter keeps its batch-1 buffers (no realloc)."""
-        rows = []
+        rows: dict[str, list[np.ndarray]] = {}
         with self._runner() as runner:
             for i in range(len(images)):
-                out = runner(**{INPUT_NAME: images[i : i + 1]})[OUTPUT_NAME]
-                rows.append(np.array(out, dtype=np.float32, copy=True))
-        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+                for name, out in runner(**{INPUT_NAME: images[i : i + 1]}).items():
+                    rows.setdefault(name, []).append(np.array(out, dtype=np.float32, copy=True))
+        if not rows:
+            return {OUTPUT_NAME: np.zeros((0, 0), np.float32)}
+        return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)[OUTPUT_NAME]
 
 
 class SavedModelPredictor:
@@ -99,9 +113,12 @@ class SavedModelPredictor:
             raise ArtifactError(f"{path}: signature '{SIGNATURE}' has no input '{INPUT_NAME}'")
         self.input_shape = tuple(int(d or -1) for d in spec.shape[1:])
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         result = self._signature(**{INPUT_NAME: self._tf.constant(images, self._tf.float32)})
-        return np.asarray(result[OUTPUT_NAME].numpy(), dtype=np.float32)
+        return {name: np.asarray(value.numpy(), dtype=np.float32) for name, value in result.items()}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)[OUTPUT_NAME]
 
 
 def load_predictor(

@@ -26,7 +26,7 @@ class ClassProbability(BaseModel):
 
 
 class PredictionWarning(BaseModel):
-    code: Literal["low_confidence", "not_radiograph"]
+    code: Literal["low_confidence", "not_radiograph", "unfamiliar_image"]
     message: str
 
 
@@ -43,6 +43,12 @@ class Prediction(BaseModel):
     warnings: list[PredictionWarning] = Field(
         description="Reasons to distrust this answer; empty when none"
     )
+    ood_score: float | None = Field(
+        None,
+        description="How unlike the training images this one is, over the warning threshold: "
+        "above 1 adds an 'unfamiliar_image' warning; null for a model without this check",
+    )
+    trained_on: str | None = Field(None, description="What the answering model learned from")
 
 
 class BatchItem(BaseModel):
@@ -65,6 +71,7 @@ class ClassesResponse(BaseModel):
     model: str
     version: int
     classes: list[str] = Field(description="Class names in the model's output order")
+    trained_on: str | None = Field(None, description="What the served model learned from")
 
 
 class VersionInfo(BaseModel):
@@ -75,6 +82,7 @@ class VersionInfo(BaseModel):
 
 class ServedModel(BaseModel):
     version: int
+    trained_on: str | None = Field(None, description="What this version learned from")
     path: str
     runtime: str = Field(description="'tflite' (ai-edge-litert) or 'saved_model' (TensorFlow)")
     loaded_at: dt.datetime

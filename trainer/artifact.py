@@ -6,6 +6,7 @@ Layout (TF Serving's)::
         saved_model.pb, variables/      the SavedModel (signatures serving_default, serve_bytes)
         model.tflite                    the same model as a TFLite flat buffer (fast runtime)
         metadata.json                   classes, input spec, metrics, ... (see export.py)
+        head.npz                        pretrained backbones: the fitted head (trainer.assemble)
         reports/                        evaluation report of the held-out split
 
 A version is written into a hidden temporary folder and renamed into place, so a folder
@@ -23,6 +24,7 @@ METADATA_FILE = "metadata.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
 REPORTS_DIR = "reports"
+HEAD_FILE = "head.npz"  # pretrained backbones only: the fitted head and OOD model
 SCHEMA_VERSION = 1
 
 REQUIRED_METADATA_KEYS: tuple[str, ...] = ("name", "version", "classes", "input")

@@ -1,4 +1,4 @@
-"""``python -m trainer {synth,train,crossval,evaluate}``: the command line over the stages."""
+"""``python -m trainer {synth,train,crossval,assemble,evaluate}``: the command line."""
 
 from __future__ import annotations
 
@@ -52,6 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--folds", type=_positive, default=5)
     crossval.add_argument("--json", action="store_true", help="print results as JSON")
 
+    assemble = commands.add_parser(
+        "assemble",
+        help="export a shipped pretrained model (head.npz + metadata) as the next version",
+    )
+    assemble.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "default-model",
+        help="folder with head.npz, metadata.json and reports/ (default: the repository's "
+        "default-model/)",
+    )
+    assemble.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="models folder (default: $BONEFRAC_MODELS_DIR or models)",
+    )
+    assemble.add_argument("--name", default=None, help="model name (default: the shipped one)")
+
     evaluate = commands.add_parser("evaluate", help="score an exported version on a dataset")
     evaluate.add_argument("--model", type=Path, required=True, help="models/<name>/<N>")
     evaluate.add_argument("--data", type=Path, required=True)
@@ -81,8 +101,14 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=_positive, help="model input side (px)")
     parser.add_argument("--batch-size", type=_positive)
     parser.add_argument("--rgb", action="store_true", help="3-channel input (default gray)")
-    parser.add_argument("--backbone", help="a keras.applications name, e.g. MobileNetV2")
-    parser.add_argument("--weights", type=Path, help="local weights file for --backbone")
+    parser.add_argument(
+        "--backbone",
+        help="efficientnet-lite0 or efficientnet-lite2 (ImageNet weights from the "
+        "'pretrained' extra), or a keras.applications name with --weights",
+    )
+    parser.add_argument(
+        "--weights", type=Path, help="local weights file for a keras.applications --backbone"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -100,7 +126,10 @@ def _config(args: argparse.Namespace, models: Path) -> Any:
         "weights": args.weights,
     }
     settings.update({key: value for key, value in explicit.items() if value is not None})
-    if args.rgb or args.backbone:
+    from trainer.backbones import is_registered  # noqa: PLC0415
+
+    # registry backbones copy a gray image to their three channels inside the model
+    if args.rgb or (args.backbone and not is_registered(args.backbone)):
         settings["channels"] = 3
     return TrainConfig(
         data_dir=args.data,
@@ -140,6 +169,13 @@ def _crossval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if args.json else format_summary(result))
 
 
+def _assemble(args: argparse.Namespace) -> None:
+    from trainer.assemble import assemble, describe  # noqa: PLC0415
+
+    models = args.models or Path(os.environ.get("BONEFRAC_MODELS_DIR", "models"))
+    print(describe(assemble(args.source, models, args.name)))
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from trainer.evaluate import evaluate_version  # noqa: PLC0415
 
@@ -155,7 +191,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"synth": _synth, "train": _train, "crossval": _crossval, "evaluate": _evaluate}
+    handlers = {
+        "synth": _synth,
+        "train": _train,
+        "crossval": _crossval,
+        "assemble": _assemble,
+        "evaluate": _evaluate,
+    }
     try:
         handlers[args.command](args)
     except TrainerError as exc:

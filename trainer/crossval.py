@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer import data, evaluate
 from trainer.errors import TrainerError
-from trainer.train import TrainConfig, fit, predict, validate_config
+from trainer.train import TrainConfig, fit, predict, predict_all, validate_config
 
 SUMMARY_KEYS = ("accuracy", "top3_accuracy", "macro_f1")
 
@@ -56,13 +56,16 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
         held_out = split.test
         fitted = fit(config, config.hparams, dataset, split)
         images = dataset.images[held_out]
-        probabilities = predict(fitted.model, images)
+        answers = predict_all(fitted.model, images)
+        probabilities = answers["probabilities"]
         metrics = evaluate.compute_metrics(dataset.labels[held_out], probabilities, dataset.classes)
         # Test-time augmentation, measured for free: average with the mirrored image.
         mirrored = (probabilities + predict(fitted.model, images[:, :, ::-1, :])) / 2
         tta = evaluate.compute_metrics(dataset.labels[held_out], mirrored, dataset.classes)
         row = {key: metrics[key] for key in SUMMARY_KEYS}
         row.update({f"tta_{key}": tta[key] for key in SUMMARY_KEYS})
+        if "ood_score" in answers:  # held-out radiographs the OOD check calls unfamiliar
+            row["ood_flagged"] = float(np.mean(answers["ood_score"] > 1.0))
         row.update(
             fold=number,
             samples=len(held_out),
@@ -76,12 +79,15 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
                 f"{row['top3_accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}",
                 flush=True,
             )
+    keys = [*SUMMARY_KEYS, *(f"tta_{key}" for key in SUMMARY_KEYS)]
+    if "ood_flagged" in results[0]:
+        keys.append("ood_flagged")
     summary = {
         key: {
             "mean": float(np.mean([r[key] for r in results])),
             "std": float(np.std([r[key] for r in results])),
         }
-        for key in (*SUMMARY_KEYS, *(f"tta_{key}" for key in SUMMARY_KEYS))
+        for key in keys
     }
     counts = np.bincount(dataset.labels)
     return {
@@ -106,6 +112,12 @@ def format_summary(result: dict[str, Any]) -> str:
         parts.append(
             f"  {label:9s} {plain['mean']:.3f} ± {plain['std']:.3f}   with mirror TTA "
             f"{tta['mean']:.3f} ± {tta['std']:.3f}"
+        )
+    if "ood_flagged" in result["summary"]:
+        flagged = result["summary"]["ood_flagged"]
+        parts.append(
+            f"  held-out radiographs flagged as unfamiliar {flagged['mean']:.3f} ± "
+            f"{flagged['std']:.3f}"
         )
     parts.append(f"  majority-class rate {result['majority_class_rate']:.3f}")
     return "\n".join(parts)

@@ -410,3 +410,15 @@ def class_counts(labels: Iterable[int], classes: list[str]) -> dict[str, int]:
     """Images per class name, zero for a class with none."""
     counts = Counter(int(label) for label in labels)
     return {name: counts.get(number, 0) for number, name in enumerate(classes)}
+
+
+def describe(root: Path, dataset: LoadedDataset) -> str:
+    """One sentence on what a model was trained on, for /models, /classes and the page.
+
+    Synthetic drawings (``trainer synth`` names every file ``synth_*``) are called that,
+    so nobody mistakes a demo model for one that has seen a radiograph.
+    """
+    count = f"{len(dataset.labels)} images in {len(dataset.classes)} classes"
+    if dataset.paths and all(Path(p).name.startswith("synth_") for p in dataset.paths):
+        return f"{count} of synthetic drawings (trainer synth), not real radiographs"
+    return f"{count} from the folder '{Path(root).resolve().name}'"

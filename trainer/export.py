@@ -26,8 +26,11 @@ from trainer import artifact
 from trainer.errors import TrainerError
 from trainer.preprocessing import PREPROCESSING_DESCRIPTION, InputSpec
 
-#: The exported TFLite model must reproduce the SavedModel within this tolerance.
+#: The exported TFLite model must reproduce the SavedModel's probabilities within this
+#: tolerance, and its OOD score (a sum of a thousand squares, compared with 1) within
+#: this relative one.
 TFLITE_TOLERANCE = 1e-5
+TFLITE_SCORE_TOLERANCE = 1e-3
 
 
 def ensure_writable(models_dir: Path, name: str) -> Path:
@@ -92,6 +95,12 @@ def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
     return batch
 
 
+def _named_outputs(model: Any, images: Any) -> dict[str, Any]:
+    """``{"probabilities": ...}``, plus ``ood_score`` for a model that has one."""
+    answer = model(images, training=False)
+    return dict(answer) if isinstance(answer, dict) else {"probabilities": answer}
+
+
 def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -101,21 +110,25 @@ def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda images: {"probabilities": model(images, training=False)},
+        fn=lambda images: _named_outputs(model, images),
         input_signature=[
             tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name="images")
         ],
     )
     archive.add_endpoint(
         name="serve_bytes",
-        fn=lambda image_bytes: {"probabilities": model(to_input(image_bytes), training=False)},
+        fn=lambda image_bytes: _named_outputs(model, to_input(image_bytes)),
         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
     )
     archive.write_out(str(path), verbose=False)
 
 
-def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> float:
-    """Convert the SavedModel's float signature to TFLite; return the max difference."""
+def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> dict[str, float]:
+    """Convert the SavedModel's float signature to TFLite; each output's max difference.
+
+    Differences are absolute for probabilities and relative to the value for the OOD
+    score, whose scale is that of its threshold.
+    """
     import tensorflow as tf  # noqa: PLC0415
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -124,15 +137,19 @@ def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> float:
     target.write_bytes(converter.convert())
 
     reference = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
-    expected = reference(images=tf.constant(probe))["probabilities"].numpy()
+    expected = {k: v.numpy() for k, v in reference(images=tf.constant(probe)).items()}
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
     interpreter = Interpreter(model_path=str(target))
     runner = interpreter.get_signature_runner("serving_default")
-    got = np.concatenate(
-        [runner(images=probe[i : i + 1])["probabilities"] for i in range(len(probe))]
-    )
-    return float(np.max(np.abs(got - expected)))
+    answers = [runner(images=probe[i : i + 1]) for i in range(len(probe))]
+    differences = {}
+    for name, values in expected.items():
+        error = np.abs(np.concatenate([a[name] for a in answers]) - values)
+        if name != "probabilities":
+            error = error / np.maximum(np.abs(values), 1.0)
+        differences[name] = float(np.max(error))
+    return differences
 
 
 def export_version(
@@ -145,11 +162,15 @@ def export_version(
     metadata: dict[str, Any],
     probe: np.ndarray,
     write_reports: Callable[[Path], None] | None = None,
+    head_arrays: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Export ``model`` as the next version and return its folder.
 
     ``probe`` is a small batch of real inputs used to check the TFLite copy against the
     SavedModel. ``write_reports`` fills ``reports/`` inside the temporary folder.
+    ``head_arrays`` (a pretrained backbone's fitted head) go into ``head.npz``: with the
+    backbone's weight package, they are all it takes to rebuild the model
+    (:mod:`trainer.assemble`).
     """
     model_root = ensure_writable(models_dir, name)
     staging = model_root / f".staging-{uuid.uuid4().hex[:12]}"
@@ -164,8 +185,14 @@ def export_version(
             staging / artifact.TFLITE_FILE,
             np.concatenate([probe.astype(np.float32), uniform]),
         )
-        if not tflite_diff <= TFLITE_TOLERANCE:  # NaN included
-            raise TrainerError(f"TFLite export differs from the SavedModel by {tflite_diff:.2e}")
+        for output, difference in tflite_diff.items():
+            tolerance = TFLITE_TOLERANCE if output == "probabilities" else TFLITE_SCORE_TOLERANCE
+            if not difference <= tolerance:  # NaN included
+                raise TrainerError(
+                    f"TFLite export differs from the SavedModel by {difference:.2e} in {output}"
+                )
+        if head_arrays is not None:
+            np.savez(staging / artifact.HEAD_FILE, **head_arrays)
         if write_reports is not None:
             reports = staging / artifact.REPORTS_DIR
             reports.mkdir()
@@ -178,9 +205,10 @@ def export_version(
             "classes": list(classes),
             "input": spec.to_dict(),
             "preprocessing": PREPROCESSING_DESCRIPTION,
-            "signatures": _signature_docs(spec, len(classes)),
+            "signatures": _signature_docs(spec, len(classes), "out_of_distribution" in metadata),
             "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
-            "tflite_max_abs_diff": tflite_diff,
+            "tflite_max_abs_diff": tflite_diff["probabilities"],
+            **({"tflite_max_diff": tflite_diff} if len(tflite_diff) > 1 else {}),
             "libraries": library_versions(),
             **metadata,
         }
@@ -190,10 +218,12 @@ def export_version(
         raise
 
 
-def _signature_docs(spec: InputSpec, num_classes: int) -> dict[str, Any]:
+def _signature_docs(spec: InputSpec, num_classes: int, ood: bool) -> dict[str, Any]:
     """What each SavedModel signature takes and returns, for metadata.json."""
     shape = f"[batch,{spec.height},{spec.width},{spec.channels}]"
     outputs = {"probabilities": f"float32[batch,{num_classes}] softmax"}
+    if ood:
+        outputs["ood_score"] = "float32[batch] distance from the training images; > 1: unlike them"
     return {
         "serving_default": {
             "inputs": {"images": f"float32{shape} raw pixels 0..255"},

@@ -18,6 +18,7 @@ from trainer.preprocessing import InputSpec
 
 if TYPE_CHECKING:
     from trainer.forest import ForestTables
+    from trainer.heads import LinearHead, OodModel
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class Hyperparameters:
     """The tunable knobs, with the defaults used when no search is run."""
 
     stem: str = "conv"  # "conv": learned VGG blocks; "gradients": fixed oriented gradients
-    # "dense": learned by gradient descent; "forest": extra trees on the "gradients" stem
+    # "dense": learned by gradient descent; "forest": extra trees on the "gradients" stem;
+    # "linear": logistic regression on a registry backbone's frozen features (trainer.heads)
     head: str = "dense"
     filters: int = 16
     kernel_size: int = 3
@@ -44,6 +46,8 @@ class Hyperparameters:
     # spread of each other, and 3 keeps the trees half the size (docs/experiments.md)
     forest_trees: int = 300
     forest_min_leaf: int = 3
+    # registry backbones: which pooled feature maps feed the head ("head", "stage1".."stage7")
+    feature_taps: tuple[str, ...] = ("head",)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,15 +68,21 @@ def make_model(
     """A compiled classifier ending in ``logits`` then a softmax named ``probabilities``.
 
     Without ``backbone``: VGG-style blocks (conv-BN-ReLU twice, pool), width doubling per
-    block. With ``backbone`` (a ``keras.applications`` name such as ``MobileNetV2``): that
+    block. With a registry ``backbone`` (:mod:`trainer.backbones`): its frozen ImageNet
+    features. With a ``keras.applications`` name such as ``MobileNetV2``: that
     network, initialised from the local ``weights`` file when given (nothing is ever
     downloaded), under the same head.
     """
     import keras  # noqa: PLC0415 - keep TensorFlow out of module import
     from keras import layers  # noqa: PLC0415
 
+    from trainer.backbones import feature_extractor, is_registered  # noqa: PLC0415
+
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="images")
-    if backbone:
+    if is_registered(backbone):  # frozen, pooled ImageNet features; the head is trained
+        shape = (spec.height, spec.width, spec.channels)
+        x = feature_extractor(str(backbone), shape, hparams.feature_taps)(inputs)
+    elif backbone:
         x = _backbone_features(inputs, spec, backbone, weights)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     elif hparams.stem == "gradients":
@@ -119,6 +129,43 @@ def make_forest_model(spec: InputSpec, hparams: Hyperparameters, forest: ForestT
     logits = ForestVote(forest, name="logits")(_gradient_histograms(inputs, spec, hparams))
     outputs = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="bone_fracture_forest")
+
+
+def make_pretrained_model(
+    spec: InputSpec,
+    backbone: str,
+    taps: tuple[str, ...],
+    head: LinearHead,
+    *,
+    ood: OodModel | None = None,
+    temperature: float = 1.0,
+) -> Any:
+    """A frozen registry backbone under a fitted linear head (``head="linear"``).
+
+    Outputs ``probabilities`` (the head's softmax, ``temperature`` folded into its
+    weights) and, with ``ood``, ``ood_score``: the features' distance from the training
+    radiographs over the calibrated threshold, so above 1 means "unlike anything it learned
+    from". Nothing in it is trained by Keras; the standardisation is folded into the
+    ``logits`` layer.
+    """
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    from trainer.backbones import feature_extractor  # noqa: PLC0415
+
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name="images")
+    features = feature_extractor(backbone, (spec.height, spec.width, spec.channels), taps)(inputs)
+    dense = layers.Dense(len(head.bias), name="logits")
+    logits = dense(features)
+    kernel = head.weights / head.scale[:, None]
+    bias = head.bias - (head.mean / head.scale) @ head.weights
+    dense.set_weights(
+        [(kernel / temperature).astype("float32"), (bias / temperature).astype("float32")]
+    )
+    outputs = {"probabilities": layers.Softmax(name="probabilities")(logits)}
+    if ood is not None:
+        outputs["ood_score"] = OodScore(ood, name="ood_score")(features)
+    return keras.Model(inputs, outputs, name=f"bone_fracture_{backbone.replace('-', '_')}")
 
 
 def gradient_features_model(spec: InputSpec, hparams: Hyperparameters) -> Any:
@@ -210,6 +257,67 @@ def _gradient_layers() -> tuple[Any, Any]:
             return {**super().get_config(), "floor": self.floor}
 
     return _OrientedGradients, _CellNormalization
+
+
+@functools.cache
+def _ood_layer() -> Any:
+    """The layer class, built on first use so importing this module stays TF-free."""
+    import keras  # noqa: PLC0415
+    from keras import ops  # noqa: PLC0415
+
+    @keras.saving.register_keras_serializable(package="bonefrac")
+    class _OodScore(keras.layers.Layer):
+        """Features (N, F) -> (N,) :meth:`trainer.heads.OodModel.distances` / threshold.
+
+        Matrix products, squares and sums only (TFLite has them all); no trained weight.
+        """
+
+        def __init__(self, features: int, components: int, **kwargs: Any) -> None:
+            super().__init__(trainable=False, **kwargs)
+            self.features, self.components = features, components
+            fixed = functools.partial(self.add_weight, initializer="zeros", trainable=False)
+            self.mean = fixed((features,), name="mean")
+            self.inverse_scale = fixed((features,), name="inverse_scale")
+            self.basis = fixed((features, components), name="components")
+            self.inverse_variance = fixed((components,), name="inverse_variance")
+            self.residual = fixed((), name="residual_inverse_variance")
+            self.inverse_threshold = fixed((), name="inverse_threshold")
+
+        def fill(self, ood: OodModel) -> None:
+            self.mean.assign(ood.mean.astype("float32"))
+            self.inverse_scale.assign((1.0 / ood.scale).astype("float32"))
+            self.basis.assign(ood.components.astype("float32"))
+            self.inverse_variance.assign(ood.inverse_variance.astype("float32"))
+            self.residual.assign(float(ood.residual_inverse_variance))
+            self.inverse_threshold.assign(1.0 / float(ood.threshold))
+
+        def call(self, features: Any) -> Any:
+            z = (features - self.mean) * self.inverse_scale
+            projected = ops.matmul(z, self.basis)
+            squared = projected * projected
+            inside = ops.sum(squared * self.inverse_variance, axis=-1)
+            outside = ops.sum(z * z, axis=-1) - ops.sum(squared, axis=-1)
+            distance = (inside + outside * self.residual) / float(self.features)
+            return distance * self.inverse_threshold
+
+        def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (input_shape[0],)
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                **super().get_config(),
+                "features": self.features,
+                "components": self.components,
+            }
+
+    return _OodScore
+
+
+def OodScore(ood: OodModel, **kwargs: Any) -> Any:  # noqa: N802 - reads as a layer
+    """A layer holding ``ood`` that scores features against the training distribution."""
+    layer = _ood_layer()(int(ood.components.shape[0]), int(ood.components.shape[1]), **kwargs)
+    layer.fill(ood)
+    return layer
 
 
 def OrientedGradients(bins: int, **kwargs: Any) -> Any:  # noqa: N802 - reads as a layer

@@ -55,7 +55,28 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: highest grouped-CV top-1 measured (docs/experiments.md): 28.4 +- 1.3% top-1 and 57.1% top-3
 #: (27.7-28.4% over three fold seeds), against 22.6-23.7% for ``gradients-long``, the best
 #: dense head, and 14.8 +- 3.5% for the 5-epoch CNN default on the same leak-free folds
-RECIPES["best"] = RECIPES["gradients-forest"]
+# frozen ImageNet features (trainer.backbones) under a logistic-regression head
+_STAGES = ("stage4", "stage5", "stage6", "stage7", "head")
+RECIPES.update(
+    {
+        "pretrained-lite0": {
+            "backbone": "efficientnet-lite0",
+            "image_size": 224,
+            "hparams": Hyperparameters(head="linear"),
+        },
+        "pretrained-lite0-stages": {
+            "backbone": "efficientnet-lite0",
+            "image_size": 224,
+            "hparams": Hyperparameters(head="linear", feature_taps=_STAGES),
+        },
+        "pretrained-lite2-stages": {
+            "backbone": "efficientnet-lite2",
+            "image_size": 352,
+            "hparams": Hyperparameters(head="linear", feature_taps=_STAGES),
+        },
+    }
+)
+RECIPES["best"] = RECIPES["pretrained-lite2-stages"]
 
 
 def recipe_settings(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import calibration, data, evaluate, export
+from trainer import backbones, calibration, data, evaluate, export
 from trainer.augment import AugmentConfig, make_augmenter
 from trainer.errors import TrainerError
 from trainer.model import (
@@ -19,6 +19,7 @@ from trainer.model import (
     logits_model,
     make_forest_model,
     make_model,
+    make_pretrained_model,
     with_temperature,
 )
 from trainer.preprocessing import InputSpec
@@ -61,6 +62,9 @@ class Fitted:
     best_epoch: int
     temperature: float
     val_probabilities: np.ndarray  # the calibrated model's answers on the validation split
+    # what the weight package cannot supply (``head="linear"``): written as head.npz
+    head_arrays: dict[str, np.ndarray] | None = None
+    out_of_distribution: dict[str, Any] | None = None  # how the OOD score was calibrated
 
 
 @dataclass(frozen=True)
@@ -86,18 +90,34 @@ def validate_config(config: TrainConfig) -> None:
             raise TrainerError(f"the {label} fraction must be between 0.02 and 0.5")
     if config.tune and config.backbone:
         raise TrainerError("--tune searches the plain CNN only; drop --backbone or --tune")
-    if config.hparams.head not in ("dense", "forest"):
-        raise TrainerError(f"unknown head {config.hparams.head!r}; use dense or forest")
+    _validate_head(config)
+    if config.channels not in (1, 3):
+        raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
+    if not config.name or "/" in config.name or config.name.startswith("."):
+        raise TrainerError(f"invalid model name {config.name!r}")
+
+
+def _validate_head(config: TrainConfig) -> None:
+    """The head and backbone settings; a registry backbone's weight package must be there."""
+    if config.hparams.head not in ("dense", "forest", "linear"):
+        raise TrainerError(f"unknown head {config.hparams.head!r}; use dense, forest or linear")
+    if config.hparams.head == "linear" and (
+        config.tune or config.weights or not backbones.is_registered(config.backbone)
+    ):
+        raise TrainerError(
+            "a linear head is fitted on a pretrained backbone's frozen features: it needs "
+            f"--backbone {' or '.join(backbones.BACKBONES)} and takes no --tune or --weights"
+        )
+    if backbones.is_registered(config.backbone):
+        if config.weights is not None:
+            raise TrainerError(f"{config.backbone} brings its own weights: drop --weights")
+        backbones.check_available(str(config.backbone))
     if config.hparams.head == "forest" and config.hparams.stem != "gradients":
         raise TrainerError("a forest head grows on the gradients stem only")
     if config.hparams.head == "forest" and (config.tune or config.backbone):
         raise TrainerError(
             "this recipe grows a forest on fixed features: it takes no --tune or --backbone"
         )
-    if config.channels not in (1, 3):
-        raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
-    if not config.name or "/" in config.name or config.name.startswith("."):
-        raise TrainerError(f"invalid model name {config.name!r}")
 
 
 def make_datasets(
@@ -157,13 +177,27 @@ def training_datasets(
     return train_ds, val_ds
 
 
-def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Probabilities from a Keras model without ``model.predict``'s per-call overhead."""
-    outputs = [
-        np.asarray(model(images[start : start + batch_size], training=False))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+def predict_all(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every output of a Keras model by name, without ``model.predict``'s per-call overhead.
+
+    A single-output model's answer is named ``probabilities``.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch_size):
+        answer = model(images[start : start + batch_size], training=False)
+        named = answer if isinstance(answer, dict) else {"probabilities": answer}
+        for name, value in named.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def predict(
+    model: Any, images: np.ndarray, batch_size: int = 64, output: str = "probabilities"
+) -> np.ndarray:
+    """One output of a Keras model (see :func:`predict_all`)."""
+    if len(images) == 0:
+        return np.zeros((0, 0), np.float32)
+    return predict_all(model, images, batch_size)[output]
 
 
 def _keep_best_callback() -> Any:
@@ -202,6 +236,8 @@ def fit(
 
     if hparams.head == "forest":
         return _grow(config, hparams, dataset, split)
+    if hparams.head == "linear":
+        return _fit_linear(config, hparams, dataset, split)
     keras.utils.set_random_seed(config.seed)
     num_classes = len(dataset.classes)
     train_ds, val_ds = training_datasets(config, dataset, split)
@@ -258,6 +294,83 @@ def _grow(
     )
 
 
+#: Frozen-backbone features of every image of a loaded dataset, kept for the folds of a
+#: cross-validation: a pure function of (images, backbone, taps), and the costly part.
+_FEATURE_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, ...]], np.ndarray] = {}
+
+
+def pretrained_features(
+    backbone: str, taps: tuple[str, ...], dataset: data.LoadedDataset
+) -> np.ndarray:
+    """Pooled features of every image in ``dataset`` (cached for one dataset at a time)."""
+    key = (dataset.fingerprint, backbone, tuple(taps), tuple(dataset.images.shape))
+    if key not in _FEATURE_CACHE:
+        _FEATURE_CACHE.clear()
+        extractor = backbones.feature_extractor(backbone, dataset.images.shape[1:], taps)
+        _FEATURE_CACHE[key] = predict(extractor, dataset.images, batch_size=16)
+    return _FEATURE_CACHE[key]
+
+
+def _fit_linear(
+    config: TrainConfig,
+    hparams: Hyperparameters,
+    dataset: data.LoadedDataset,
+    split: data.Split,
+) -> Fitted:
+    """The ``linear`` head: logistic regression and an OOD model on frozen features.
+
+    Both are fitted on the training split (the regularisation by grouped inner CV there);
+    the validation split is left for the temperature, folded into the head's weights.
+    """
+    from trainer.heads import OOD_QUANTILE, fit_linear_head, fit_ood  # noqa: PLC0415
+
+    backbone = str(config.backbone)
+    features = pretrained_features(backbone, hparams.feature_taps, dataset)
+    train, val = split.train, split.val
+    labels, groups = dataset.labels, dataset.groups
+    head = fit_linear_head(
+        features[train], labels[train], groups[train], len(dataset.classes), seed=config.seed
+    )
+    ood = fit_ood(features[train], groups[train], config.seed)
+    val_logits = head.logits(features[val])
+    temperature = calibration.fit_temperature(val_logits, labels[val])
+    model = make_pretrained_model(
+        config.spec, backbone, hparams.feature_taps, head, ood=ood, temperature=temperature
+    )
+    val_flagged = float(np.mean(ood.distances(features[val]) > ood.threshold))
+    _log(
+        config,
+        f"fitted a linear head (C={head.c}) on {len(train)} images' {backbone} features; "
+        f"OOD threshold flags {val_flagged:.1%} of the validation radiographs",
+    )
+    arrays = {f"head_{k}": v for k, v in head.__dict__.items() if isinstance(v, np.ndarray)}
+    arrays.update({f"ood_{k}": np.asarray(v) for k, v in ood.__dict__.items()})
+    arrays.update(temperature=np.asarray(temperature), head_c=np.asarray(head.c))
+    # what the rebuilt model must answer on fixed images (trainer.assemble checks it)
+    from trainer.assemble import reference_images  # noqa: PLC0415
+
+    reference = predict_all(model, reference_images(config.spec))
+    arrays.update({f"reference_{k}": v for k, v in reference.items()})
+    return Fitted(
+        model=model,
+        history={},
+        best_epoch=0,
+        temperature=temperature,
+        val_probabilities=calibration.softmax(val_logits, temperature),
+        head_arrays=arrays,
+        out_of_distribution={
+            "output": "ood_score",
+            "warn_above": 1.0,
+            "method": "Mahalanobis distance of the backbone features in their top "
+            f"{ood.components.shape[1]} principal components plus the residual, over a "
+            f"threshold: the {OOD_QUANTILE:.0%} quantile of held-out training radiographs "
+            "(grouped inner folds)",
+            "threshold": round(float(ood.threshold), 6),
+            "validation_flagged": round(val_flagged, 4),
+        },
+    )
+
+
 def _with_fitted_temperature(
     model: Any,
     dataset: data.LoadedDataset,
@@ -299,6 +412,15 @@ def _hyperparameter_record(
 ) -> dict[str, Any]:
     """What metadata.json says the model was made with; a forest has no epochs or batches."""
     common = {"image_size": config.image_size, "seed": config.seed}
+    if hparams.head == "linear":
+        return {
+            "head": "linear",
+            "backbone": config.backbone,
+            "feature_taps": list(hparams.feature_taps),
+            **common,
+            "regularisation": "C of a logistic regression, by grouped inner 4-fold CV",
+            "class_balancing": "class_weight='balanced'",
+        }
     if hparams.head == "forest":
         keep = (
             "stem",
@@ -327,6 +449,12 @@ def _hyperparameter_record(
 
 
 def _training_record(hparams: Hyperparameters, fitted: Fitted) -> dict[str, Any]:
+    if hparams.head == "linear":
+        return {
+            "method": "frozen ImageNet features; logistic regression fitted by scikit-learn "
+            "on the training split",
+            "regularisation_c": float(fitted.head_arrays["head_c"]) if fitted.head_arrays else None,
+        }
     if hparams.head == "forest":
         return {"method": "extra trees grown by scikit-learn on the training split's features"}
     return {
@@ -397,7 +525,18 @@ def train(config: TrainConfig) -> TrainResult:
     summary = {
         key: test_metrics[key] for key in ("samples", "accuracy", "top3_accuracy", "macro_f1")
     }
+    extra: dict[str, Any] = {}
+    if backbones.is_registered(config.backbone):
+        extra["backbone"] = backbones.BACKBONES[str(config.backbone)].describe()
+    if fitted.out_of_distribution is not None:
+        scores = predict(fitted.model, dataset.images[split.test], output="ood_score")
+        extra["out_of_distribution"] = {
+            **fitted.out_of_distribution,
+            "test_flagged": round(float(np.mean(scores > 1.0)), 4),
+        }
     metadata = {
+        "trained_on": data.describe(config.data_dir, dataset),
+        **extra,
         "hyperparameters": _hyperparameter_record(config, hparams, search),
         "calibration": calibration_report,
         "metrics": {
@@ -433,6 +572,7 @@ def train(config: TrainConfig) -> TrainResult:
         metadata=metadata,
         probe=dataset.images[split.test[:4]],
         write_reports=write_reports,
+        head_arrays=fitted.head_arrays,
     )
     _log(config, f"exported {version_dir}")
     return TrainResult(version_dir=version_dir, metrics=test_metrics, hparams=hparams)

@@ -169,6 +169,9 @@ def probability_chart(prediction: Prediction) -> alt.Chart:
     return (bars + labels).properties(height=alt.Step(26))
 
 
+_UNKNOWN_TRAINING = "This model version does not say what it was trained on."
+
+
 def render_sidebar(client: ServiceClient) -> int | None:
     """The service's status and the classes the model knows, or why they are unknown.
 
@@ -194,6 +197,7 @@ def render_sidebar(client: ServiceClient) -> int | None:
             return None
         st.subheader("Model")
         st.markdown(f"**{info.model}** · version {info.version}")
+        st.caption(f"Trained on {info.trained_on}." if info.trained_on else _UNKNOWN_TRAINING)
         st.subheader(f"Classes ({len(info.classes)})")
         st.markdown("\n".join(f"- {name}" for name in info.classes))
         return info.version
@@ -232,7 +236,10 @@ def render_prediction(prediction: Prediction) -> None:
         st.header(prediction.label, anchor=False)
     confidence_col.metric("Confidence", f"{prediction.confidence:.1%}")
     st.altair_chart(probability_chart(prediction), width="stretch")
-    st.caption(f"Answered by model **{prediction.model}**, version **{prediction.version}**.")
+    trained = f", trained on {prediction.trained_on}" if prediction.trained_on else ""
+    st.caption(
+        f"Answered by model **{prediction.model}**, version **{prediction.version}**{trained}."
+    )
 
 
 def render_page() -> None:

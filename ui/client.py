@@ -67,6 +67,7 @@ class Prediction:
     confidence: float
     probabilities: tuple[ClassProbability, ...]
     warnings: tuple[PredictionWarning, ...] = field(default_factory=tuple)
+    trained_on: str | None = None  # what the answering model learned from, when it says
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ModelClasses:
     model: str
     version: int
     classes: tuple[str, ...]
+    trained_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,10 @@ class ServiceClient:
         try:
             classes = tuple(str(name) for name in body["classes"])
             return ModelClasses(
-                model=str(body["model"]), version=int(body["version"]), classes=classes
+                model=str(body["model"]),
+                version=int(body["version"]),
+                classes=classes,
+                trained_on=_optional_text(body.get("trained_on")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad_response("/classes", exc) from exc
@@ -245,6 +250,10 @@ def _error_from_body(status: int, body: object, path: str) -> ServiceError:
     return ServiceError(message, code="http_error", status=status)
 
 
+def _optional_text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _parse_warning(item: object) -> PredictionWarning:
     """``{"code", "message"}`` as the service sends it; a bare string is taken as the message."""
     if isinstance(item, Mapping):
@@ -277,6 +286,7 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
             confidence=float(body["confidence"]),
             probabilities=probabilities,
             warnings=warnings,
+            trained_on=_optional_text(body.get("trained_on")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad_response("/predict", exc) from exc

@@ -271,8 +271,10 @@ def test_unexpected_failure_is_a_500_without_traceback(serve, tiny_models_dir, p
         runtime = "tflite"
         input_shape = served.predictor.input_shape
 
-        def predict(self, images):
+        def run(self, images):
             raise RuntimeError("secret internal detail")
+
+        predict = run
 
     client.app.state.registry.current = type(served)(
         **{**served.__dict__, "predictor": Exploding()}

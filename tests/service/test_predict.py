@@ -134,6 +134,8 @@ def test_classes_are_in_output_order(client, tiny_models_dir):
         "model": "bone-fracture",
         "version": 1,
         "classes": served_classes(tiny_models_dir),
+        "trained_on": "80 images in 10 classes of synthetic drawings (trainer synth), "
+        "not real radiographs",
     }
 
 

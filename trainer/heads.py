@@ -1,0 +1,175 @@
+"""What is fitted on top of frozen pretrained features: a linear head and an OOD model.
+
+Both are plain numpy arrays fitted with scikit-learn, then written into the exported
+Keras graph as fixed layers (:func:`trainer.model.make_pretrained_model`), so the model
+still takes raw pixels and the service needs nothing but the TFLite runtime.
+
+- :class:`LinearHead`: standardised features -> multinomial logistic regression, its
+  regularisation chosen by grouped inner cross-validation (near-duplicates never sit on
+  both sides of an inner split either).
+- :class:`OodModel`: how far an image's features lie from the training radiographs', a
+  Mahalanobis distance in the top principal components plus the residual outside them
+  (a shrunk covariance: 1,000 images cannot estimate a full 2,000-wide one). Its
+  threshold is the ``quantile`` of distances of *held-out* training images (grouped
+  inner folds), so about ``1 - quantile`` of new radiographs like the training ones are
+  flagged, not the far larger share an in-sample threshold would give.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The regularisation strengths the inner CV chooses from (inverse, scikit-learn's C).
+C_GRID: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+INNER_FOLDS = 4
+#: Principal components the OOD distance keeps; the rest is one residual term.
+OOD_COMPONENTS = 128
+#: Share of held-out training radiographs whose distance stays under the threshold.
+OOD_QUANTILE = 0.98
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """logits = ((x - mean) / scale) @ weights + bias."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    weights: np.ndarray  # (F, classes)
+    bias: np.ndarray  # (classes,)
+    c: float  # the regularisation the inner CV chose
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.weights + self.bias
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = self.logits(features)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class OodModel:
+    """distance = mean over features of whitened squared deviation (about 1 in-distribution)."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    components: np.ndarray  # (F, K) orthonormal
+    inverse_variance: np.ndarray  # (K,)
+    residual_inverse_variance: float
+    threshold: float = float("inf")
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        z = (features - self.mean) / self.scale
+        projected = z @ self.components
+        inside = (projected**2) @ self.inverse_variance
+        outside = np.sum(z**2, axis=1) - np.sum(projected**2, axis=1)
+        return (inside + outside * self.residual_inverse_variance) / z.shape[1]
+
+
+def _limited_threads() -> None:
+    # Measured: scikit-learn's solvers ran ~60x slower with multi-threaded BLAS on a busy
+    # 2-core machine. Only effective before numpy's BLAS starts, so the CLI sets it too.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    return mean, np.where(scale > 1e-6, scale, 1.0)
+
+
+def _inner_folds(
+    labels: np.ndarray, groups: np.ndarray, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415
+
+    folds = min(INNER_FOLDS, len(np.unique(groups)))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # small classes: "fewer members than n_splits"
+        warnings.simplefilter("ignore", UserWarning)
+        return list(splitter.split(labels, labels, groups))
+
+
+def _logistic(c: float, seed: int) -> object:
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    return LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
+
+
+def fit_linear_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    c_grid: tuple[float, ...] = C_GRID,
+) -> LinearHead:
+    """Class-balanced logistic regression; C by grouped inner CV log-loss, then refit."""
+    _limited_threads()
+    mean, scale = _standardiser(features)
+    z = (features - mean) / scale
+    if len(c_grid) > 1:
+        losses = np.zeros(len(c_grid))
+        for inner_train, inner_val in _inner_folds(labels, groups, seed):
+            for i, c in enumerate(c_grid):
+                model = _logistic(c, seed).fit(z[inner_train], labels[inner_train])
+                p = np.full((len(inner_val), num_classes), 1e-6)
+                p[:, model.classes_] = np.clip(model.predict_proba(z[inner_val]), 1e-6, 1.0)
+                losses[i] -= np.mean(np.log(p[np.arange(len(inner_val)), labels[inner_val]]))
+        c = c_grid[int(np.argmin(losses))]
+    else:
+        c = c_grid[0]
+    model = _logistic(c, seed).fit(z, labels)
+    weights = np.zeros((features.shape[1], num_classes))
+    bias = np.full(num_classes, -30.0)  # a class absent from training is never chosen
+    weights[:, model.classes_] = model.coef_.T
+    bias[model.classes_] = model.intercept_
+    return LinearHead(mean, scale, weights, bias, c)
+
+
+def fit_ood(features: np.ndarray, groups: np.ndarray | None = None, seed: int = 0) -> OodModel:
+    """Fit the distance on ``features``; with ``groups``, also its held-out threshold."""
+    _limited_threads()
+    model = _fit_distance(features)
+    if groups is None:
+        return model
+    held_out = np.zeros(len(features))
+    labels = np.zeros(len(features), dtype=int)
+    for inner_train, inner_val in _inner_folds(labels, groups, seed):
+        held_out[inner_val] = _fit_distance(features[inner_train]).distances(features[inner_val])
+    threshold = float(np.quantile(held_out, OOD_QUANTILE))
+    return OodModel(
+        model.mean,
+        model.scale,
+        model.components,
+        model.inverse_variance,
+        model.residual_inverse_variance,
+        threshold,
+    )
+
+
+def _fit_distance(features: np.ndarray) -> OodModel:
+    mean, scale = _standardiser(features)
+    z = (features - mean) / scale
+    _, singular, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    variance = singular**2 / max(len(z) - 1, 1)
+    # At most half the images' worth of components: with as many components as images the
+    # training set has no residual at all, and any new image would look infinitely far.
+    k = max(1, min(OOD_COMPONENTS, (len(z) - 1) // 2, len(variance)))
+    total = float(np.sum(z.var(axis=0)))
+    average = total / z.shape[1]
+    residual = max((total - float(variance[:k].sum())) / max(z.shape[1] - k, 1), 1e-3 * average)
+    floor = residual  # shrink small components towards the residual level
+    return OodModel(
+        mean=mean,
+        scale=scale,
+        components=vt[:k].T.copy(),
+        inverse_variance=1.0 / (variance[:k] + floor),
+        residual_inverse_variance=1.0 / (residual + floor),
+    )
