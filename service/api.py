@@ -18,7 +18,7 @@ from service.deps import (
 from service.errors import ServiceError, decode_error
 from service.inference import Ranked, classify
 from service.metrics import Metrics
-from service.registry import LoadedModel
+from service.registry import LoadedModel, public_metadata
 from service.schemas import (
     BatchItem,
     BatchResponse,
@@ -88,6 +88,7 @@ async def _classify(
         uploads,
         model,
         max_pixels=settings.max_pixels,
+        max_decode_bytes=settings.max_decode_bytes,
         confidence_threshold=settings.confidence_threshold,
         colour_threshold=settings.colour_threshold,
     )
@@ -199,15 +200,15 @@ async def models(registry: RegistryDep) -> ModelsResponse:
         served = ServedModel(
             version=current.version,
             trained_on=current.trained_on,
-            path=str(current.path),
+            path=registry.public_path(current.path),
             runtime=current.predictor.runtime,
             loaded_at=current.loaded_at,
             load_seconds=current.load_seconds,
-            metadata=current.metadata,
+            metadata=public_metadata(current.metadata),
         )
     return ModelsResponse(
         name=registry.name,
-        models_dir=str(registry.models_dir),
+        models_dir=registry.public_dir,
         pinned_version=registry.pinned,
         served=served,
         versions=versions,

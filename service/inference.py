@@ -8,13 +8,94 @@ set, so the model sees exactly what it was trained on.
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from service.registry import LoadedModel
 from service.runtime import OOD_OUTPUT
-from trainer.preprocessing import ImageDecodeError, colourfulness, decode_image, to_array
+from trainer.preprocessing import (
+    ImageDecodeError,
+    InputSpec,
+    colourfulness,
+    decode_image,
+    load_array,
+    to_array,
+)
+
+#: Peak working memory per pixel of the shared decoder (decode, upright, to 8-bit,
+#: resize, colourfulness) by Pillow mode, from ru_maxrss on 3000x3000 PNGs: gray 1.0,
+#: RGB 4.2, RGBA/LA/P 16.2 and 16-bit 28.1 bytes. Gray and RGB are doubled for the copy
+#: an EXIF rotation makes; 32-bit modes go through the same float64 stretch as 16-bit.
+DECODE_BYTES_PER_PIXEL: dict[str, int] = {
+    "1": 2,
+    "L": 2,
+    "RGB": 8,
+    "YCbCr": 8,
+    "LAB": 8,
+    "HSV": 8,
+    "CMYK": 8,
+    "P": 16,
+    "PA": 16,
+    "LA": 16,
+    "La": 16,
+    "RGBA": 16,
+    "RGBa": 16,
+    "I;16": 28,
+    "I;16L": 28,
+    "I;16B": 28,
+    "I;16N": 28,
+    "I": 40,
+    "F": 40,
+}
+_UNKNOWN_MODE_BYTES = 40
+_TRANSPARENT_BYTES = 16  # a gray or RGB image with a transparent colour is composited
+
+
+def decode_cost(data: bytes) -> tuple[int, int, str, int] | None:
+    """``(width, height, mode, estimated bytes)`` from the header alone, or None when the
+    header is unreadable (the shared decoder then gives the precise error)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mode = image.mode
+                per_pixel = DECODE_BYTES_PER_PIXEL.get(mode, _UNKNOWN_MODE_BYTES)
+                if "transparency" in image.info:
+                    per_pixel = max(per_pixel, _TRANSPARENT_BYTES)
+    except Exception:  # any header Pillow cannot read: decode_image says why
+        return None
+    return width, height, mode, width * height * per_pixel
+
+
+def check_decode_cost(data: bytes, max_decode_bytes: int) -> None:
+    """Refuse (413 ``image_too_large``) an image whose decoding would cost too much.
+
+    The pixel cap bounds the count, not the cost: a 77 KB 16-bit PNG of 6320x6320 is
+    within 40 megapixels but took 8-10 s and 1.1 GB to decode and stretch. Checked from
+    Pillow's header, before any pixel is decoded.
+    """
+    cost = decode_cost(data)
+    if cost is not None and cost[3] > max_decode_bytes:
+        width, height, mode, needed = cost
+        raise ImageDecodeError(
+            "too_large",
+            f"The image ({width}x{height}, mode {mode}) would need about "
+            f"{needed // 2**20} MiB to decode, more than the {max_decode_bytes // 2**20} MiB "
+            "allowed (BONEFRAC_MAX_DECODE_BYTES).",
+        )
+
+
+def decode_array(
+    data: bytes, spec: InputSpec, *, max_pixels: int, max_decode_bytes: int
+) -> np.ndarray:
+    """Encoded bytes to model input through the shared code, after the cost check."""
+    check_decode_cost(data, max_decode_bytes)
+    return load_array(data, spec, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
@@ -49,8 +130,9 @@ class Prepared:
     colourfulness: float
 
 
-def prepare(data: bytes, model: LoadedModel, max_pixels: int) -> Prepared:
+def prepare(data: bytes, model: LoadedModel, max_pixels: int, max_decode_bytes: int) -> Prepared:
     """Decode and resize one upload; raises :class:`ImageDecodeError`."""
+    check_decode_cost(data, max_decode_bytes)
     image = decode_image(data, max_pixels=max_pixels)
     return Prepared(pixels=to_array(image, model.spec), colourfulness=colourfulness(image))
 
@@ -109,6 +191,7 @@ def classify(
     model: LoadedModel,
     *,
     max_pixels: int,
+    max_decode_bytes: int,
     confidence_threshold: float,
     colour_threshold: float,
 ) -> list[Ranked | ImageDecodeError]:
@@ -116,7 +199,7 @@ def classify(
     prepared: list[Prepared | ImageDecodeError] = []
     for data in uploads:
         try:
-            prepared.append(prepare(data, model, max_pixels))
+            prepared.append(prepare(data, model, max_pixels, max_decode_bytes))
         except ImageDecodeError as exc:
             prepared.append(exc)
     good = [p for p in prepared if isinstance(p, Prepared)]

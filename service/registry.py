@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from service.runtime import Predictor, load_predictor, warm_up
@@ -76,6 +76,25 @@ def fingerprint(path: Path) -> Fingerprint:
     return tuple(entries)
 
 
+def _is_absolute_path(text: str) -> bool:
+    return PurePosixPath(text).is_absolute() or bool(PureWindowsPath(text).drive)
+
+
+def public_metadata(value: Any) -> Any:
+    """``value`` with every string that is an absolute path cut to its base name.
+
+    metadata.json records where the training data lay (``dataset.source``) on the
+    machine that trained; the serving machine's answers name no absolute path.
+    """
+    if isinstance(value, dict):
+        return {key: public_metadata(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [public_metadata(item) for item in value]
+    if isinstance(value, str) and _is_absolute_path(value):
+        return PurePosixPath(value.replace("\\", "/")).name
+    return value
+
+
 class NoModelError(Exception):
     """Nothing is being served yet; the message says how to get a model."""
 
@@ -95,6 +114,26 @@ class ModelRegistry:
         self.refused: dict[int, Refusal] = {}
         self._on_load = on_load or (lambda _outcome, _version: None)
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
+        # What answers call the models folder: its own name, never the absolute path.
+        self.public_dir = self.models_dir.name or "models"
+        self._private_prefixes = sorted(
+            {str(p) for p in (self.models_dir, self.models_dir.resolve()) if p.is_absolute()},
+            key=len,
+            reverse=True,
+        )
+
+    def public(self, text: str) -> str:
+        """``text`` with the models folder's absolute path replaced by its name."""
+        for prefix in self._private_prefixes:
+            text = text.replace(prefix, self.public_dir)
+        return text
+
+    def public_path(self, path: Path) -> str:
+        """A version folder as answers show it: relative to the models folder's name."""
+        try:
+            return str(Path(self.public_dir) / Path(path).relative_to(self.models_dir))
+        except ValueError:
+            return Path(path).name
 
     def get(self) -> LoadedModel:
         """The served model, or :class:`NoModelError` explaining how to get one."""
@@ -104,7 +143,8 @@ class ModelRegistry:
         return model
 
     def missing_message(self) -> str:
-        where = self.models_dir / self.name
+        """Why nothing is served and how to fix it; names the folder, not its absolute path."""
+        where = Path(self.public_dir) / self.name
         if self.pinned is not None:
             what = f"version {self.pinned} of model '{self.name}' is not loadable from {where}"
         elif not list_versions(self.models_dir, self.name):
@@ -115,7 +155,7 @@ class ModelRegistry:
         return (
             f"Model not loaded: {what}{f' (refused {refused})' if refused else ''}. "
             "Train one with `python -m trainer synth --out data/synth` then "
-            f"`python -m trainer train --data data/synth --models {self.models_dir}` "
+            f"`python -m trainer train --data data/synth --models {self.public_dir}` "
             "(or --data a real dataset), or point BONEFRAC_MODELS_DIR at a folder "
             "that holds models/<name>/<N>/."
         )
@@ -126,7 +166,7 @@ class ModelRegistry:
     def candidates(self, on_disk: list[int]) -> list[int]:
         """Versions to consider, best first: the pinned one, or newest to oldest."""
         if self.pinned is not None:
-            return [self.pinned]
+            return [self.pinned] if self.pinned in on_disk else []
         return sorted(on_disk, reverse=True)
 
     def refresh(self) -> LoadedModel | None:
@@ -153,7 +193,8 @@ class ModelRegistry:
                     loaded = self._load(version, path)
                 except Exception as exc:  # any broken version is refused, never fatal
                     # copy-on-write: request threads read `refused` without the lock
-                    self.refused = {**self.refused, version: Refusal(str(exc), prints)}
+                    reason = self.public(str(exc))
+                    self.refused = {**self.refused, version: Refusal(reason, prints)}
                     self._on_load("refused", version)
                     log.error(
                         "refusing version %s of %s: %s%s",
@@ -175,7 +216,25 @@ class ModelRegistry:
                     f", replacing version {current.version}" if current else "",
                 )
                 return loaded
+            current = self.current
+            if current is not None and current.version not in on_disk:
+                self._unload(current)
             return None
+
+    def _unload(self, gone: LoadedModel) -> None:
+        """Stop serving a version whose folder was deleted, as TF Serving does.
+
+        Reached only when no version on disk could replace it: the operator removed
+        what was served, and answering from a copy that exists only in memory (that
+        /models cannot show) would hide that. Requests already running finish on it.
+        """
+        self.current = None
+        log.warning(
+            "version %s of %s was removed from disk and no other version is loadable; "
+            "serving nothing until one appears",
+            gone.version,
+            self.name,
+        )
 
     def _load(self, version: int, path: Path) -> LoadedModel:
         start = time.perf_counter()
@@ -193,6 +252,7 @@ class ModelRegistry:
             path,
             interpreters=self.settings.interpreters,
             threads=self.settings.inference_threads,
+            runtime=self.settings.runtime,
         )
         warm_up(predictor, spec, len(classes))
         return LoadedModel(

@@ -3,7 +3,8 @@
 The exported version holds the same model twice: ``model.tflite`` and a SavedModel. The
 TFLite flat buffer on ai-edge-litert is the fast path (2-3x the SavedModel signature on
 CPU, same outputs to ~1e-8, and no TensorFlow needed). The SavedModel is the fallback
-for a version without a TFLite file, used only when TensorFlow happens to be installed.
+for a version without a TFLite file, used only when the settings ask for it
+(``BONEFRAC_RUNTIME=auto`` or ``saved_model``) and TensorFlow is installed.
 
 A TFLite interpreter is not thread-safe, so :class:`TFLitePredictor` keeps a small pool
 of interpreters and lends each to one thread at a time. On a 2-core machine one
@@ -122,30 +123,50 @@ class SavedModelPredictor:
 
 
 def load_predictor(
-    version_path: Path, *, interpreters: int = 1, threads: int | None = None
+    version_path: Path,
+    *,
+    interpreters: int = 1,
+    threads: int | None = None,
+    runtime: str = "auto",
 ) -> Predictor:
-    """The fastest runtime a version folder supports, or :class:`ArtifactError`."""
+    """The runtime ``runtime`` allows for a version folder, or :class:`ArtifactError`.
+
+    ``tflite`` (the service's default) never imports TensorFlow: a version without
+    ``model.tflite`` is refused, so one broken export cannot add ~620 MB of TensorFlow to
+    the process for good and stall the version poll while it imports. ``saved_model``
+    runs only the SavedModel; ``auto`` prefers TFLite and falls back to the SavedModel.
+    """
     version_path = Path(version_path)
     tflite = version_path / TFLITE_FILE
-    if tflite.is_file():
+    if runtime != "saved_model" and tflite.is_file():
         try:
             return TFLitePredictor(tflite, interpreters=interpreters, threads=threads)
         except ArtifactError:
             raise
         except (ValueError, RuntimeError, OSError) as exc:
             raise ArtifactError(f"{tflite} cannot be loaded: {exc}") from exc
+    if runtime == "tflite":
+        raise ArtifactError(
+            f"{version_path} has no {TFLITE_FILE}; the service runs only TFLite "
+            "(BONEFRAC_RUNTIME=tflite). Re-export it with the trainer, or set "
+            "BONEFRAC_RUNTIME=auto to run its SavedModel with TensorFlow"
+        )
     if (version_path / SAVED_MODEL_FILE).is_file():
         try:
             return SavedModelPredictor(version_path)
         except ImportError as exc:
             raise ArtifactError(
-                f"{version_path} has no {TFLITE_FILE} and TensorFlow is not installed "
-                "to run its SavedModel; re-export it with the trainer"
+                f"{version_path} needs TensorFlow to run its SavedModel "
+                f"(BONEFRAC_RUNTIME={runtime}), and it is not installed"
             ) from exc
         except ArtifactError:
             raise
         except Exception as exc:  # TensorFlow raises many types for a bad SavedModel
             raise ArtifactError(f"{version_path} SavedModel cannot be loaded: {exc}") from exc
+    if runtime == "saved_model":
+        raise ArtifactError(
+            f"{version_path} has no {SAVED_MODEL_FILE} (BONEFRAC_RUNTIME=saved_model)"
+        )
     raise ArtifactError(f"{version_path} holds neither {TFLITE_FILE} nor {SAVED_MODEL_FILE}")
 
 

@@ -83,16 +83,18 @@ class VersionInfo(BaseModel):
 class ServedModel(BaseModel):
     version: int
     trained_on: str | None = Field(None, description="What this version learned from")
-    path: str
+    path: str = Field(description="The version folder, relative: <models folder name>/<name>/<N>")
     runtime: str = Field(description="'tflite' (ai-edge-litert) or 'saved_model' (TensorFlow)")
     loaded_at: dt.datetime
     load_seconds: float
-    metadata: dict[str, Any] = Field(description="The version's metadata.json")
+    metadata: dict[str, Any] = Field(
+        description="The version's metadata.json; absolute paths cut to their base name"
+    )
 
 
 class ModelsResponse(BaseModel):
     name: str
-    models_dir: str
+    models_dir: str = Field(description="The models folder's name (never its absolute path)")
     pinned_version: int | None
     served: ServedModel | None = Field(description="null until a version is loaded")
     versions: list[VersionInfo] = Field(description="Integer versions on disk, oldest first")

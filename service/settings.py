@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,7 +34,17 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, ge=1, description="Largest image (width x height) decoded"
     )
+    max_decode_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="Largest estimated working memory to decode one image: width x height x "
+        "the measured bytes per pixel of its mode (1 gray, 4 RGB, 16 alpha or palette, 28 "
+        "16-bit); checked from the header, before decoding",
+    )
     max_batch_files: int = Field(32, ge=1, description="Most files in one /predict/batch request")
+    max_instances: int = Field(
+        32, ge=1, description="Most instances in one TF Serving predict request"
+    )
     confidence_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Warn when the top probability is below this"
     )
@@ -48,7 +58,26 @@ class Settings(BaseSettings):
         5.0, ge=0.0, description="Seconds between checks for a new version; 0 disables reload"
     )
     api_key: SecretStr | None = Field(
-        None, description="When set, prediction routes require it in the X-API-Key header"
+        None,
+        description="When set, every route but /healthz and /readyz requires it in the "
+        "X-API-Key header",
+    )
+    runtime: Literal["tflite", "saved_model", "auto"] = Field(
+        "tflite",
+        description="Which file of a version runs: model.tflite (no TensorFlow), the "
+        "SavedModel (imports TensorFlow), or auto (TFLite, else the SavedModel)",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="Seconds a client has to send a request's line and headers; "
+        "then the connection is closed",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="Seconds the body of a request may pause between two reads; "
+        "then it is answered 408 and closed",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 
 from service.deps import ApiKeyChecked, MetricsDep, RegistryDep, SettingsDep, current_model
 from service.errors import ServiceError, decode_error
+from service.inference import decode_array
 from service.registry import LoadedModel, ModelRegistry
 from service.schemas import (
     ErrorResponse,
@@ -29,8 +30,9 @@ from service.schemas import (
     TFServingStatus,
     TFServingVersionStatus,
 )
+from service.settings import Settings
 from service.threads import run_blocking
-from trainer.preprocessing import ImageDecodeError, InputSpec, load_array
+from trainer.preprocessing import ImageDecodeError, InputSpec
 
 router = APIRouter(prefix="/v1/models", tags=["tf-serving"])
 
@@ -42,6 +44,7 @@ _ERRORS = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse, "description": "No such model or version"},
+    413: {"model": ErrorResponse, "description": "More instances than BONEFRAC_MAX_INSTANCES"},
     503: {"model": ErrorResponse},
 }
 
@@ -64,7 +67,7 @@ def _model_for(registry: ModelRegistry, name: str, version: int | None = None) -
     return model
 
 
-def _decode_instance(item: Any, spec: InputSpec, max_pixels: int) -> np.ndarray:
+def _decode_instance(item: Any, spec: InputSpec, limits: Settings) -> np.ndarray:
     """One TF Serving instance to model input (HxWxC float32), via the shared code."""
     if isinstance(item, dict) and len(item) == 1:
         key, value = next(iter(item.items()))
@@ -73,9 +76,11 @@ def _decode_instance(item: Any, spec: InputSpec, max_pixels: int) -> np.ndarray:
                 data = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise ServiceError(400, "bad_request", f"Invalid base64: {exc}") from exc
-            return load_array(data, spec, max_pixels=max_pixels)
+            return decode_array(
+                data, spec, max_pixels=limits.max_pixels, max_decode_bytes=limits.max_decode_bytes
+            )
         if key in (BYTES_INPUT, PIXELS_INPUT):
-            return _decode_instance(value, spec, max_pixels)
+            return _decode_instance(value, spec, limits)
     if isinstance(item, list):
         try:
             pixels = np.asarray(item, dtype=np.float32)
@@ -128,11 +133,11 @@ def _instances(body: TFServingPredictRequest) -> tuple[list[Any], str]:
     return inputs, "outputs"
 
 
-def _probabilities(items: list[Any], model: LoadedModel, max_pixels: int) -> np.ndarray:
+def _probabilities(items: list[Any], model: LoadedModel, limits: Settings) -> np.ndarray:
     if not items:
         raise ServiceError(400, "bad_request", "No instances to predict.")
     try:
-        batch = np.stack([_decode_instance(item, model.spec, max_pixels) for item in items])
+        batch = np.stack([_decode_instance(item, model.spec, limits) for item in items])
     except ImageDecodeError as exc:
         raise decode_error(exc) from exc
     return model.predictor.predict(batch)
@@ -166,7 +171,16 @@ async def _predict(
     metrics: MetricsDep,
 ) -> TFServingPredictResponse:
     items, key = _instances(body)
-    probs = await run_blocking(request, partial(_probabilities, items, model, settings.max_pixels))
+    if len(items) > settings.max_instances:
+        # Counted before any base64 or image is decoded: 8,000 tiny PNGs in 840 KB of
+        # JSON once took 37 s and 500 MB, and every /predict queued behind them.
+        raise ServiceError(
+            413,
+            "too_many_instances",
+            f"{len(items)} instances sent; at most {settings.max_instances} per request "
+            "(BONEFRAC_MAX_INSTANCES).",
+        )
+    probs = await run_blocking(request, partial(_probabilities, items, model, settings))
     for row in probs:
         metrics.predictions.labels(model.classes[int(np.argmax(row))]).inc()
     rows = [[float(p) for p in row] for row in probs]

@@ -69,3 +69,27 @@ def bomb_png(side: int = 30_000) -> bytes:
         + chunk(b"IDAT", compressed)
         + chunk(b"IEND", b"")
     )
+
+
+def big_16bit_png(side: int = 6320) -> bytes:
+    """A complete, valid 16-bit gray PNG of ``side`` x ``side`` in well under 100 KB.
+
+    Streamed through zlib row by row, so making it costs neither the 80 MB of pixels it
+    holds nor the time to decode them.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\x12\x34" * side
+    parts = [compressor.compress(row) for _ in range(side)]
+    parts.append(compressor.flush())
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )

@@ -1,0 +1,202 @@
+"""What a hostile client and a first-time user ran into (issue 12), one test per fix."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sample_images import big_16bit_png, encode, upload
+from test_errors import assert_error
+
+import service.inference
+import service.tfserving
+
+MODEL = "bone-fracture"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def no_decoding(*_args, **_kwargs):
+    raise AssertionError("an image was decoded; the request should have been refused first")
+
+
+# --- 1. TF Serving instances are bounded ----------------------------------------------
+
+
+def test_tf_serving_refuses_too_many_instances_before_decoding(serve, tiny_models_dir, monkeypatch):
+    client = serve(tiny_models_dir, max_instances=4)
+    b64 = base64.b64encode(encode("PNG", size=(8, 8))).decode()
+    monkeypatch.setattr(service.tfserving, "decode_array", no_decoding)
+
+    error = assert_error(
+        client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"b64": b64}] * 5}),
+        413,
+        "too_many_instances",
+    )
+    assert "BONEFRAC_MAX_INSTANCES" in error["message"]
+    columnar = {"inputs": {"image_bytes": [{"b64": b64}] * 5}}
+    assert_error(
+        client.post(f"/v1/models/{MODEL}/versions/1:predict", json=columnar),
+        413,
+        "too_many_instances",
+    )
+    monkeypatch.undo()
+    ok = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"b64": b64}] * 4})
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["predictions"]) == 4
+
+
+# --- 2. Decoding is bounded by its cost, not only the pixel count ---------------------
+
+
+@pytest.fixture(scope="module")
+def big_16bit() -> bytes:
+    data = big_16bit_png(6320)
+    assert len(data) < 200_000  # a small file...
+    return data  # ...whose 40 million 16-bit pixels are within BONEFRAC_MAX_PIXELS
+
+
+def test_a_small_file_with_a_huge_16bit_canvas_is_refused_before_decoding(
+    client, big_16bit, monkeypatch
+):
+    assert client.app.state.settings.max_pixels >= 6320 * 6320
+    monkeypatch.setattr(service.inference, "decode_image", no_decoding)
+    monkeypatch.setattr(service.inference, "load_array", no_decoding)
+
+    error = assert_error(client.post("/predict", files=upload(big_16bit)), 413, "image_too_large")
+    assert "BONEFRAC_MAX_DECODE_BYTES" in error["message"]
+    assert "6320x6320" in error["message"]
+    batch = client.post("/predict/batch", files=upload(big_16bit, field="files")).json()
+    assert batch["results"][0]["error"]["code"] == "image_too_large"
+    body = {"instances": [{"b64": base64.b64encode(big_16bit).decode()}]}
+    assert_error(client.post(f"/v1/models/{MODEL}:predict", json=body), 413, "image_too_large")
+
+
+def test_decode_budget_is_a_setting_and_ordinary_16bit_images_pass(serve, tiny_models_dir):
+    small = encode("PNG", "I;16", size=(300, 200))
+    client = serve(tiny_models_dir, max_decode_bytes=300 * 200 * 28)
+    assert client.post("/predict", files=upload(small)).status_code == 200
+    tight = serve(tiny_models_dir, max_decode_bytes=300 * 200 * 28 - 1)
+    assert_error(tight.post("/predict", files=upload(small)), 413, "image_too_large")
+    # the same canvas in 8-bit gray costs far less and passes the same budget
+    gray = encode("PNG", "L", size=(300, 200))
+    assert tight.post("/predict", files=upload(gray)).status_code == 200
+
+
+# --- 3. The default runtime never imports TensorFlow ---------------------------------
+
+
+def test_version_without_tflite_is_refused_and_tensorflow_never_imported(models_copy):
+    (models_copy / MODEL / "1" / "model.tflite").unlink()
+    script = textwrap.dedent(
+        f"""
+        import sys, warnings
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+        from service.app import create_app
+        from service.settings import Settings
+
+        app = create_app(Settings(models_dir={str(models_copy)!r}, reload_interval_s=0))
+        with TestClient(app) as client:
+            ready = client.get("/readyz")
+            models = client.get("/models").json()
+        assert ready.status_code == 503, ready.text
+        [version] = models["versions"]
+        assert version["state"] == "refused", version
+        assert "BONEFRAC_RUNTIME" in version["reason"], version
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        assert not loaded, loaded
+        print("OK", version["reason"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(models_copy)},
+    )
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("OK ")
+
+
+def test_saved_model_runtime_is_used_only_when_asked(serve, models_copy):
+    pytest.importorskip("tensorflow")
+    (models_copy / MODEL / "1" / "model.tflite").unlink()
+    client = serve(models_copy, runtime="auto")
+    assert client.get("/models").json()["served"]["runtime"] == "saved_model"
+
+
+# --- 5. No absolute path of the serving machine in any answer ------------------------
+
+
+def test_no_answer_shows_an_absolute_path(serve, models_copy, tmp_path):
+    version = models_copy / MODEL / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    metadata["dataset"] = {**metadata.get("dataset", {}), "source": str(tmp_path / "secret-data")}
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    broken = models_copy / MODEL / "2"
+    shutil.copytree(version, broken)
+    (broken / "model.tflite").write_bytes(b"not a flat buffer")
+    client = serve(models_copy)
+    empty = serve(tmp_path / "empty")
+
+    answers = [
+        client.get("/models"),
+        client.get("/classes"),
+        client.get(f"/v1/models/{MODEL}"),
+        empty.get("/readyz"),
+        empty.get("/models"),
+        empty.post("/predict", files=upload(encode())),
+    ]
+
+    for answer in answers:
+        assert str(tmp_path) not in answer.text, answer.text
+        assert str(tmp_path.resolve()) not in answer.text, answer.text
+    body = answers[0].json()
+    assert body["models_dir"] == "models"
+    assert body["served"]["path"] == f"models/{MODEL}/1"
+    assert body["served"]["metadata"]["dataset"]["source"] == "secret-data"
+    refused = next(v for v in body["versions"] if v["state"] == "refused")
+    assert f"models/{MODEL}/2/model.tflite" in refused["reason"]
+
+
+# --- 8. Deleting every version unloads the model --------------------------------------
+
+
+def test_deleting_every_version_unloads_the_model(serve, models_copy):
+    client = serve(models_copy)
+    assert client.get("/readyz").status_code == 200
+
+    shutil.rmtree(models_copy / MODEL / "1")
+    client.app.state.registry.refresh()
+
+    assert_error(client.get("/readyz"), 503, "model_unavailable")
+    assert_error(client.post("/predict", files=upload(encode())), 503, "model_unavailable")
+    assert client.get("/models").json() | {"pinned_version": None} == {
+        "name": MODEL,
+        "models_dir": "models",
+        "pinned_version": None,
+        "served": None,
+        "versions": [],
+    }
+    assert client.get("/healthz").status_code == 200
+
+
+def test_deleting_the_served_version_falls_back_to_an_older_one(serve, models_copy):
+    shutil.copytree(models_copy / MODEL / "1", models_copy / MODEL / "2")
+    client = serve(models_copy)
+    assert client.get("/readyz").json()["version"] == 2
+
+    shutil.rmtree(models_copy / MODEL / "2")
+    client.app.state.registry.refresh()
+
+    assert client.get("/readyz").json()["version"] == 1
