@@ -168,8 +168,6 @@ def evaluate_version(
     test folders when the data has any. Class folders are matched to the model's classes
     ignoring case; a class the model does not know is an error.
     """
-    import tensorflow as tf  # noqa: PLC0415
-
     from trainer import artifact, data  # noqa: PLC0415
     from trainer.errors import TrainerError  # noqa: PLC0415
     from trainer.preprocessing import InputSpec  # noqa: PLC0415
@@ -180,8 +178,11 @@ def evaluate_version(
         raise TrainerError(f"not a model version: {exc}") from exc
     if not (Path(model_dir) / artifact.SAVED_MODEL_FILE).is_file():
         raise TrainerError(f"{model_dir} has no {artifact.SAVED_MODEL_FILE} to evaluate")
+    index = data.discover(data_dir)
+    import tensorflow as tf  # noqa: PLC0415 - only now: its start-up takes seconds
+
     classes: list[str] = metadata["classes"]
-    dataset = data.load(data.discover(data_dir), InputSpec.from_dict(metadata["input"]))
+    dataset = data.load(index, InputSpec.from_dict(metadata["input"]))
     lookup = {name.casefold(): number for number, name in enumerate(classes)}
     unknown = [name for name in dataset.classes if name.casefold() not in lookup]
     if unknown:

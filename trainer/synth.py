@@ -578,8 +578,11 @@ def write_dataset(
 
     n_test = min(max(round(per_class * test_fraction), 1), per_class - 1)
     counts = {SPLITS[0]: per_class - n_test, SPLITS[1]: n_test}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:  # name the folder the user gave, not our temporary one
+        raise ValueError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
     try:
         for ci, name in enumerate(CLASS_NAMES):
             index = 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +184,63 @@ def test_tune_records_the_search(synthetic_dataset: Path, tmp_path: Path) -> Non
     best = min(search["trials"], key=lambda trial: trial["val_loss"])
     for key, value in best["hyperparameters"].items():
         assert metadata["hyperparameters"][key] == value  # the exported model used the best
+
+
+def test_unknown_backbone_is_refused_before_any_image_is_decoded(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from trainer import data
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded images before checking the backbone")
+
+    monkeypatch.setattr(data, "load", no_decoding)
+    models = tmp_path / "models"
+    args = ["--data", str(synthetic_dataset), "--models", str(models), "--backbone", "NoSuchNet"]
+
+    assert main(["train", *args]) == 2
+
+    assert "unknown --backbone 'NoSuchNet'" in capsys.readouterr().err
+    assert not models.exists()
+
+
+def test_a_failed_training_leaves_no_empty_model_folder(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer import train as train_module
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(train_module, "fit", crash)
+    models = tmp_path / "models"
+    with pytest.raises(RuntimeError):
+        main(["train", "--data", str(synthetic_dataset), "--models", str(models), *TINY])
+    assert list(models.iterdir()) == []
+
+
+def test_evaluate_of_a_missing_version_answers_without_tensorflow(tmp_path: Path) -> None:
+    """The check comes before TensorFlow's seconds-long start-up, so it is immediate."""
+    script = (
+        "import sys\n"
+        "from trainer.cli import main\n"
+        f"code = main(['evaluate', '--model', '/nonexistent/1', '--data', {str(tmp_path)!r}])\n"
+        "assert 'tensorflow' not in sys.modules, 'imported TensorFlow first'\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "not a model version" in result.stderr
+
+
+def test_synth_into_an_unwritable_place_names_the_users_folder(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    assert main(["synth", "--out", str(blocker / "data"), "--per-class", "2"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"cannot create {blocker / 'data'}" in err
+    assert ".partial" not in err
