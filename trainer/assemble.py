@@ -79,11 +79,16 @@ def rebuild(metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[An
     """The Keras model described by ``metadata`` with the fitted ``arrays`` of head.npz."""
     from trainer.backbones import check_available  # noqa: PLC0415
     from trainer.heads import LinearHead, OodModel  # noqa: PLC0415
-    from trainer.model import make_pretrained_model  # noqa: PLC0415
+    from trainer.model import Hyperparameters, make_pretrained_model  # noqa: PLC0415
 
     try:
-        hparams = metadata["hyperparameters"]
-        backbone, taps = hparams["backbone"], tuple(hparams["feature_taps"])
+        record = metadata["hyperparameters"]
+        backbone = record["backbone"]
+        hparams = Hyperparameters(
+            head="linear",
+            feature_taps=tuple(record["feature_taps"]),
+            feature_mirror=bool(record.get("feature_mirror", False)),
+        )
         spec = InputSpec.from_dict(metadata["input"])
         head = LinearHead(
             *(arrays[f"head_{k}"] for k in ("mean", "scale", "weights", "bias")),
@@ -98,7 +103,8 @@ def rebuild(metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[An
     except (KeyError, TypeError, ValueError) as exc:
         raise TrainerError(f"the shipped head does not describe a model: missing {exc}") from exc
     check_available(backbone)
-    return make_pretrained_model(spec, backbone, taps, head, ood=ood, temperature=temperature), spec
+    model = make_pretrained_model(spec, backbone, hparams, head, ood=ood, temperature=temperature)
+    return model, spec
 
 
 def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) -> float:

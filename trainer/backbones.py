@@ -108,13 +108,49 @@ def state_dict(name: str) -> dict[str, np.ndarray]:
 
 
 def feature_extractor(
-    name: str, input_shape: tuple[int, int, int], taps: tuple[str, ...] = ("head",)
+    name: str,
+    input_shape: tuple[int, int, int],
+    taps: tuple[str, ...] = ("head",),
+    *,
+    mirror: bool = False,
 ) -> Any:
-    """A frozen Keras model: raw pixels 0..255 -> pooled ImageNet features."""
+    """A frozen Keras model: raw pixels 0..255 -> pooled ImageNet features.
+
+    With ``mirror``, the features of the image and of its left-right mirror image are
+    averaged (twice the compute): measured on the real split, a head fitted on such
+    features beat the plain ones by about two points of top-1 (docs/experiments.md). A
+    radiograph's side carries no class, and the average is the same for both sides.
+    """
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
     from trainer import efficientnet_lite  # noqa: PLC0415
 
     state = state_dict(name)
-    model = efficientnet_lite.build(state, input_shape, taps=taps, name=name.replace("-", "_"))
-    efficientnet_lite.load_weights(model, state)
+    network = efficientnet_lite.build(state, input_shape, taps=taps, name=name.replace("-", "_"))
+    efficientnet_lite.load_weights(network, state)
+    network.trainable = False
+    if not mirror:
+        return network
+    inputs = keras.Input(input_shape, name="images")
+    mirrored = _mirror_layer()(name="mirror")(inputs)
+    both = layers.Average(name="mirror_average")([network(inputs), network(mirrored)])
+    model = keras.Model(inputs, both, name=f"{network.name}_mirror_averaged")
     model.trainable = False
     return model
+
+
+@functools.cache
+def _mirror_layer() -> Any:
+    """The layer class, built on first use so importing this module stays TF-free."""
+    import keras  # noqa: PLC0415
+    from keras import ops  # noqa: PLC0415
+
+    @keras.saving.register_keras_serializable(package="bonefrac")
+    class _Mirror(keras.layers.Layer):
+        """NHWC images flipped left to right (TFLite's REVERSE_V2); no weights."""
+
+        def call(self, images: Any) -> Any:
+            return ops.flip(images, axis=2)
+
+    return _Mirror

@@ -27,9 +27,10 @@ from trainer.errors import TrainerError
 from trainer.preprocessing import PREPROCESSING_DESCRIPTION, InputSpec
 
 #: The exported TFLite model must reproduce the SavedModel's probabilities within this
-#: tolerance, and its OOD score (a sum of a thousand squares, compared with 1) within
-#: this relative one.
-TFLITE_TOLERANCE = 1e-5
+#: tolerance (measured: up to 3e-5 through a 60-layer pretrained backbone, float32 on two
+#: runtimes; under 1e-6 for the small models), and its OOD score (a sum of a thousand
+#: squares, compared with 1) within this relative one.
+TFLITE_TOLERANCE = 1e-4
 TFLITE_SCORE_TOLERANCE = 1e-3
 
 

@@ -46,8 +46,10 @@ class Hyperparameters:
     # spread of each other, and 3 keeps the trees half the size (docs/experiments.md)
     forest_trees: int = 300
     forest_min_leaf: int = 3
-    # registry backbones: which pooled feature maps feed the head ("head", "stage1".."stage7")
+    # registry backbones: which pooled feature maps feed the head ("head", "stage1".."stage7"),
+    # and whether they are averaged with those of the mirrored image
     feature_taps: tuple[str, ...] = ("head",)
+    feature_mirror: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +83,9 @@ def make_model(
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="images")
     if is_registered(backbone):  # frozen, pooled ImageNet features; the head is trained
         shape = (spec.height, spec.width, spec.channels)
-        x = feature_extractor(str(backbone), shape, hparams.feature_taps)(inputs)
+        x = feature_extractor(
+            str(backbone), shape, hparams.feature_taps, mirror=hparams.feature_mirror
+        )(inputs)
     elif backbone:
         x = _backbone_features(inputs, spec, backbone, weights)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -134,7 +138,7 @@ def make_forest_model(spec: InputSpec, hparams: Hyperparameters, forest: ForestT
 def make_pretrained_model(
     spec: InputSpec,
     backbone: str,
-    taps: tuple[str, ...],
+    hparams: Hyperparameters,
     head: LinearHead,
     *,
     ood: OodModel | None = None,
@@ -142,6 +146,7 @@ def make_pretrained_model(
 ) -> Any:
     """A frozen registry backbone under a fitted linear head (``head="linear"``).
 
+    ``hparams`` says which features (``feature_taps``, ``feature_mirror``) feed the head.
     Outputs ``probabilities`` (the head's softmax, ``temperature`` folded into its
     weights) and, with ``ood``, ``ood_score``: the features' distance from the training
     radiographs over the calibrated threshold, so above 1 means "unlike anything it learned
@@ -154,7 +159,10 @@ def make_pretrained_model(
     from trainer.backbones import feature_extractor  # noqa: PLC0415
 
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="images")
-    features = feature_extractor(backbone, (spec.height, spec.width, spec.channels), taps)(inputs)
+    shape = (spec.height, spec.width, spec.channels)
+    features = feature_extractor(
+        backbone, shape, hparams.feature_taps, mirror=hparams.feature_mirror
+    )(inputs)
     dense = layers.Dense(len(head.bias), name="logits")
     logits = dense(features)
     kernel = head.weights / head.scale[:, None]

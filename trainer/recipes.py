@@ -74,9 +74,14 @@ RECIPES.update(
             "image_size": 352,
             "hparams": Hyperparameters(head="linear", feature_taps=_STAGES),
         },
+        "pretrained-lite2-stages-mirror": {
+            "backbone": "efficientnet-lite2",
+            "image_size": 352,
+            "hparams": Hyperparameters(head="linear", feature_taps=_STAGES, feature_mirror=True),
+        },
     }
 )
-RECIPES["best"] = RECIPES["pretrained-lite2-stages"]
+RECIPES["best"] = RECIPES["pretrained-lite2-stages-mirror"]
 
 
 def recipe_settings(name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,21 @@ def _validate_head(config: TrainConfig) -> None:
         if config.weights is not None:
             raise TrainerError(f"{config.backbone} brings its own weights: drop --weights")
         backbones.check_available(str(config.backbone))
+    elif config.backbone:
+        _validate_keras_backbone(config)
+
+
+def _validate_keras_backbone(config: TrainConfig) -> None:
+    """A ``keras.applications`` name and its weights file, checked before any decoding."""
+    import keras  # noqa: PLC0415
+
+    if not callable(getattr(keras.applications, str(config.backbone), None)):
+        raise TrainerError(
+            f"unknown --backbone {config.backbone!r}: use {' or '.join(backbones.BACKBONES)}, "
+            "or a keras.applications name such as MobileNetV2"
+        )
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise TrainerError(f"--weights file {config.weights} does not exist")
     if config.hparams.head == "forest" and config.hparams.stem != "gradients":
         raise TrainerError("a forest head grows on the gradients stem only")
     if config.hparams.head == "forest" and (config.tune or config.backbone):
@@ -296,17 +312,20 @@ def _grow(
 
 #: Frozen-backbone features of every image of a loaded dataset, kept for the folds of a
 #: cross-validation: a pure function of (images, backbone, taps), and the costly part.
-_FEATURE_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, ...]], np.ndarray] = {}
+_FEATURE_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
 
 
 def pretrained_features(
-    backbone: str, taps: tuple[str, ...], dataset: data.LoadedDataset
+    backbone: str, hparams: Hyperparameters, dataset: data.LoadedDataset
 ) -> np.ndarray:
     """Pooled features of every image in ``dataset`` (cached for one dataset at a time)."""
-    key = (dataset.fingerprint, backbone, tuple(taps), tuple(dataset.images.shape))
+    taps, mirror = tuple(hparams.feature_taps), hparams.feature_mirror
+    key = (dataset.fingerprint, backbone, taps, mirror, tuple(dataset.images.shape))
     if key not in _FEATURE_CACHE:
         _FEATURE_CACHE.clear()
-        extractor = backbones.feature_extractor(backbone, dataset.images.shape[1:], taps)
+        extractor = backbones.feature_extractor(
+            backbone, dataset.images.shape[1:], taps, mirror=mirror
+        )
         _FEATURE_CACHE[key] = predict(extractor, dataset.images, batch_size=16)
     return _FEATURE_CACHE[key]
 
@@ -325,7 +344,7 @@ def _fit_linear(
     from trainer.heads import OOD_QUANTILE, fit_linear_head, fit_ood  # noqa: PLC0415
 
     backbone = str(config.backbone)
-    features = pretrained_features(backbone, hparams.feature_taps, dataset)
+    features = pretrained_features(backbone, hparams, dataset)
     train, val = split.train, split.val
     labels, groups = dataset.labels, dataset.groups
     head = fit_linear_head(
@@ -335,7 +354,7 @@ def _fit_linear(
     val_logits = head.logits(features[val])
     temperature = calibration.fit_temperature(val_logits, labels[val])
     model = make_pretrained_model(
-        config.spec, backbone, hparams.feature_taps, head, ood=ood, temperature=temperature
+        config.spec, backbone, hparams, head, ood=ood, temperature=temperature
     )
     val_flagged = float(np.mean(ood.distances(features[val]) > ood.threshold))
     _log(
@@ -417,6 +436,7 @@ def _hyperparameter_record(
             "head": "linear",
             "backbone": config.backbone,
             "feature_taps": list(hparams.feature_taps),
+            "feature_mirror": hparams.feature_mirror,
             **common,
             "regularisation": "C of a logistic regression, by grouped inner 4-fold CV",
             "class_balancing": "class_weight='balanced'",
@@ -479,8 +499,24 @@ def train(config: TrainConfig) -> TrainResult:
     for side, rows in (("train", split.train), ("validation", split.val), ("test", split.test)):
         if len(rows) == 0:
             raise TrainerError(f"the {side} split is empty; add images to every class")
-    # Only now, with the data known to be usable, and still before the long part:
+    # Only now, with the data known to be usable, and still before the long part; a run
+    # that fails after this removes the model folder again if it made it and it is empty.
+    model_root = Path(config.models_dir) / config.name
+    made_folder = not model_root.exists()
     export.ensure_writable(config.models_dir, config.name)
+    try:
+        return _fit_and_export(config, dataset, split, started)
+    except BaseException:
+        if made_folder:
+            with contextlib.suppress(OSError):
+                model_root.rmdir()  # only succeeds when nothing was written there
+        raise
+
+
+def _fit_and_export(
+    config: TrainConfig, dataset: data.LoadedDataset, split: data.Split, started: float
+) -> TrainResult:
+    """Everything after the data is loaded and split: (tune,) fit, evaluate, export."""
     _log(
         config,
         f"{len(dataset.labels)} readable, {len(dataset.skipped)} skipped; "
