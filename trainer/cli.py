@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="models folder (default: $BONEFRAC_MODELS_DIR or models)",
     )
     train.add_argument("--name", default="bone-fracture", help="model name")
+    train.add_argument(
+        "--data-description",
+        help="one sentence on the training data, shown with every answer (default: the "
+        "image count and the data folder's name)",
+    )
     train.add_argument("--tune", action="store_true", help="keras-tuner search first")
     train.add_argument("--max-trials", type=_positive, default=5)
 
@@ -157,7 +162,11 @@ def _train(args: argparse.Namespace) -> None:
 
     models = args.models or Path(os.environ.get("BONEFRAC_MODELS_DIR", "models"))
     config = replace(
-        _config(args, models), name=args.name, tune=args.tune, max_trials=args.max_trials
+        _config(args, models),
+        name=args.name,
+        tune=args.tune,
+        max_trials=args.max_trials,
+        data_description=args.data_description,
     )
     train(config)
 

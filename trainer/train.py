@@ -47,6 +47,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     backbone: str | None = None
     weights: Path | None = None
+    data_description: str | None = None  # metadata's "trained_on"; default: data.describe
     verbose: int = 1
 
     @property
@@ -571,7 +572,7 @@ def _fit_and_export(
             "test_flagged": round(float(np.mean(scores > 1.0)), 4),
         }
     metadata = {
-        "trained_on": data.describe(config.data_dir, dataset),
+        "trained_on": config.data_description or data.describe(config.data_dir, dataset),
         **extra,
         "hyperparameters": _hyperparameter_record(config, hparams, search),
         "calibration": calibration_report,
@@ -582,7 +583,8 @@ def _fit_and_export(
             "dHash, thumbnail and detail correlation, under flips/turns); stratified by class",
         },
         "dataset": {
-            "source": str(Path(config.data_dir).resolve()),
+            # the folder's name only: a path on the training machine means nothing elsewhere
+            "source": Path(config.data_dir).resolve().name,
             "fingerprint": f"sha256:{dataset.fingerprint}",
             "per_class": data.class_counts(dataset.labels, dataset.classes),
             "split_sizes": {
