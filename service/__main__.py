@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from service.app import create_app
+from service.server import serve
 from service.settings import Settings
 
 
@@ -26,13 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=settings.access_log,
-    )
+    serve(create_app(settings), settings, host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

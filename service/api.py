@@ -169,7 +169,8 @@ async def predict_batch(
 @router.get(
     "/classes",
     response_model=ClassesResponse,
-    responses={503: {"model": ErrorResponse}},
+    responses={503: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+    dependencies=[ApiKeyChecked],
     tags=["model"],
     summary="Class names in output order",
 )
@@ -182,7 +183,14 @@ async def classes(model: ServedModelDep) -> ClassesResponse:
     )
 
 
-@router.get("/models", response_model=ModelsResponse, tags=["model"], summary="Versions on disk")
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    responses={401: {"model": ErrorResponse}},
+    dependencies=[ApiKeyChecked],
+    tags=["model"],
+    summary="Versions on disk",
+)
 async def models(registry: RegistryDep) -> ModelsResponse:
     """Every integer version on disk, which one is served, why any was refused."""
     current = registry.current
@@ -236,7 +244,11 @@ async def readyz(model: ServedModelDep) -> Readiness:
     tags=["health"],
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorResponse},
+    },
+    dependencies=[ApiKeyChecked],
 )
 async def metrics_text(metrics: MetricsDep, registry: RegistryDep) -> Response:
     current = registry.current

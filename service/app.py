@@ -17,8 +17,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import api, tfserving
+from service.auth import ApiKeyMiddleware
+from service.docs import install_docs
 from service.errors import install_error_handlers
-from service.limits import BodySizeLimitMiddleware
+from service.limits import BodySizeLimitMiddleware, ClientGuardMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
 from service.schemas import ErrorResponse
@@ -84,14 +86,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # and the per-request check is part of the HTTP overhead the benchmark measures.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         responses={500: {"model": ErrorResponse, "description": "Unexpected server error"}},
+        docs_url=None,  # install_docs serves both pages from local files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
     install_error_handlers(app)
     # The middleware added last runs first: CORS outermost, so that early answers (a 413
-    # from the size limit) carry CORS headers too and browsers can read them.
+    # from the size limit, a 401) carry CORS headers too and browsers can read them;
+    # metrics next, so they count those early answers; then the key, before any body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ClientGuardMiddleware, body_timeout_s=settings.body_timeout_s)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(
@@ -102,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(api.router)
     app.include_router(tfserving.router)
+    install_docs(app)
     return app

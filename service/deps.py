@@ -12,23 +12,21 @@ module-level state, so two apps in one process (tests) never share a model.
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from service.auth import API_KEY_HEADER
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry, NoModelError
 from service.settings import Settings
 
-API_KEY_HEADER = "X-API-Key"
-
 _api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="Required on prediction routes when BONEFRAC_API_KEY is set.",
+    description="Required on every route but /healthz and /readyz when BONEFRAC_API_KEY is set.",
 )
 
 
@@ -65,22 +63,9 @@ async def served_model(request: Request) -> LoadedModel:
 ServedModelDep = Annotated[LoadedModel, Depends(served_model)]
 
 
-async def require_api_key(
-    request: Request, key: Annotated[str | None, Security(_api_key_scheme)]
-) -> None:
-    """401 unless the X-API-Key header matches BONEFRAC_API_KEY (when one is set)."""
-    expected = request.app.state.settings.api_key
-    if expected is None:
-        return
-    if key is None or not secrets.compare_digest(
-        key.encode(), expected.get_secret_value().encode()
-    ):
-        raise ServiceError(
-            401,
-            "unauthorized",
-            f"A valid API key is required in the {API_KEY_HEADER} header.",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
+async def require_api_key(key: Annotated[str | None, Security(_api_key_scheme)]) -> None:
+    """Declares the key in OpenAPI; :class:`service.auth.ApiKeyMiddleware` checks it,
+    for every route but the health probes and before the body is read."""
 
 
 ApiKeyChecked = Depends(require_api_key)

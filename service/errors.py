@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from trainer.preprocessing import ACCEPTED_MEDIA_TYPES, ImageDecodeError
 
@@ -33,8 +34,10 @@ _STATUS_CODES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    408: "request_timeout",
     415: "unsupported_media_type",
     422: "validation_error",
+    499: "client_closed_request",
     503: "model_unavailable",
 }
 
@@ -96,6 +99,14 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    """A client that went away is its own doing (nginx logs 499): one line, no trace."""
+    log.info("%s %s: client disconnected (499)", request.method, request.url.path)
+    return JSONResponse(
+        error_body("client_closed_request", "The client closed the connection."), status_code=499
+    )
+
+
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -107,4 +118,5 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

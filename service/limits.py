@@ -1,4 +1,4 @@
-"""Request body size limit, enforced while the body streams in.
+"""Request body limits: its size, enforced while it streams in, and its pace.
 
 A declared ``Content-Length`` over the limit is answered 413 before a byte of the body
 is read; a body without one (chunked) is counted as it arrives and refused as soon as
@@ -9,9 +9,14 @@ error format.)
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError, error_response
+
+log = logging.getLogger("service.limits")
 
 
 class BodyTooLargeError(ServiceError):
@@ -78,3 +83,86 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class ClientGoneError(ServiceError):
+    """The client closed the connection before its request was read (nginx's 499)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            CLIENT_CLOSED_REQUEST,
+            "client_closed_request",
+            "The client closed the connection before sending the whole request.",
+        )
+
+
+#: nginx's status for a request its client abandoned; never sent, only counted.
+CLIENT_CLOSED_REQUEST = 499
+
+
+class BodyTimeoutError(ServiceError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408,
+            "request_timeout",
+            f"The request body paused for more than {timeout_s:g} s "
+            "(BONEFRAC_BODY_TIMEOUT_S); send it again.",
+            headers={"Connection": "close"},
+        )
+
+
+class ClientGuardMiddleware:
+    """Pure ASGI middleware for the two ways a client can fail while sending a body.
+
+    - It pauses longer than ``body_timeout_s`` between two chunks: 408, and the
+      connection is closed (uvicorn bounds nothing here; the header deadline is
+      :mod:`service.server`'s).
+    - It disconnects: that is the client's doing, not a server error. Starlette would
+      raise ``ClientDisconnect`` and the service count a 500 and log a traceback; here
+      it becomes a 499 (as nginx logs it) that is counted in /metrics and logged in one
+      INFO line. Nothing is sent: there is no one left to read it.
+    """
+
+    def __init__(self, app: ASGIApp, body_timeout_s: float) -> None:
+        self.app = app
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        body_done = False
+
+        async def guarded_receive() -> Message:
+            nonlocal body_done
+            if started or body_done:  # only a listener for disconnects reads from here on
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                log.info(
+                    "%s %s: body paused over %g s; answered 408",
+                    scope["method"],
+                    scope["path"],
+                    self.body_timeout_s,
+                )
+                raise BodyTimeoutError(self.body_timeout_s) from None
+            if message["type"] == "http.disconnect":
+                log.info(
+                    "%s %s: client disconnected before sending the whole request (499)",
+                    scope["method"],
+                    scope["path"],
+                )
+                raise ClientGoneError
+            body_done = not message.get("more_body", False)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, guarded_receive, tracking_send)

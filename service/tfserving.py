@@ -147,6 +147,7 @@ def _probabilities(items: list[Any], model: LoadedModel, limits: Settings) -> np
     "/{name}",
     response_model=TFServingModelStatus,
     responses=_ERRORS,
+    dependencies=[ApiKeyChecked],
     summary="TF Serving model status",
 )
 async def model_status(name: str, registry: RegistryDep) -> TFServingModelStatus:

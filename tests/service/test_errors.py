@@ -214,27 +214,40 @@ def test_no_model_on_disk_makes_readyz_and_predict_503(serve, tmp_path, png):
     assert client.get("/models").json()["served"] is None
 
 
-def test_api_key_guards_prediction_routes_only(serve, tiny_models_dir, png):
+def test_api_key_guards_every_route_but_the_probes(serve, tiny_models_dir, png):
     client = serve(tiny_models_dir, api_key="s3cret")
+    key = {"X-API-Key": "s3cret"}
+    schema = client.get("/openapi.json", headers=key).json()
+    routes = [
+        (method, path.replace("{name}", "bone-fracture").replace("{version}", "1"))
+        for path, operations in schema["paths"].items()
+        for method in operations
+    ]
+    routes += [("get", "/docs"), ("get", "/redoc"), ("get", "/openapi.json")]
+    assert len(routes) >= 13
 
-    assert_error(client.post("/predict", files=upload(png)), 401, "unauthorized")
-    assert_error(
-        client.post("/predict", files=upload(png), headers={"X-API-Key": "wrong"}),
-        401,
-        "unauthorized",
-    )
-    assert_error(
-        client.post("/v1/models/bone-fracture:predict", json={"instances": []}),
-        401,
-        "unauthorized",
-    )
-    assert_error(
-        client.post("/predict/batch", files=upload(png, field="files")), 401, "unauthorized"
-    )
-    ok = client.post("/predict", files=upload(png), headers={"X-API-Key": "s3cret"})
-    assert ok.status_code == 200
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/classes").status_code == 200
+    for method, path in routes:
+        response = client.request(method, path)
+        if path in ("/healthz", "/readyz"):
+            assert response.status_code == 200, path
+        else:
+            assert_error(response, 401, "unauthorized")
+            wrong = client.request(method, path, headers={"X-API-Key": "wrong"})
+            assert_error(wrong, 401, "unauthorized")
+    for path in ("/classes", "/models", "/metrics", "/docs", "/redoc", "/v1/models/bone-fracture"):
+        assert client.get(path, headers=key).status_code == 200, path
+    assert client.post("/predict", files=upload(png), headers=key).status_code == 200
+    assert 'status="401"' in client.get("/metrics", headers=key).text
+
+
+def test_api_key_is_checked_before_the_body_is_parsed(serve, tiny_models_dir):
+    client = serve(tiny_models_dir, api_key="s3cret")
+    headers = {"Content-Type": "application/json"}
+    url = "/v1/models/bone-fracture:predict"
+
+    assert_error(client.post(url, content=b"{not json", headers=headers), 401, "unauthorized")
+    keyed = {**headers, "X-API-Key": "s3cret"}
+    assert client.post(url, content=b"{not json", headers=keyed).status_code == 422
 
 
 def test_cors_allows_only_the_configured_origins(serve, tiny_models_dir):

@@ -33,8 +33,12 @@ def publish(models_dir: Path, source: int, target: int, class_prefix: str = "") 
 
 
 def break_version(models_dir: Path, version: int, how: str) -> Path:
-    """Create version ``version`` broken in one of several ways."""
-    path = models_dir / MODEL / str(version)
+    """Create version ``version`` broken in one of several ways.
+
+    Built in a hidden staging folder and renamed into place, so a poll never sees it
+    half made (that would be a second, different refusal)."""
+    final = models_dir / MODEL / str(version)
+    path = models_dir / MODEL / f".staging-broken-{version}"
     shutil.copytree(models_dir / MODEL / "1", path)
     if how == "corrupt_tflite":
         (path / "model.tflite").write_bytes(b"this is not a flat buffer")
@@ -53,7 +57,8 @@ def break_version(models_dir: Path, version: int, how: str) -> Path:
         (path / "metadata.json").write_text(json.dumps(metadata))
     else:
         raise AssertionError(how)
-    return path
+    path.rename(final)
+    return final
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
