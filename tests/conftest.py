@@ -21,7 +21,12 @@ MODEL_NAME = "bone-fracture"
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_START_TIMEOUT = 120.0
 TINY_SIZE = 32
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/bone-break-classification"
+#: The real Kaggle dataset: ``BONEFRAC_TEST_DATA`` when set, else the shared folder beside
+#: the checkout.
+REAL_DATA = Path(
+    os.environ.get("BONEFRAC_TEST_DATA", "").strip()
+    or REPO.parent / "shared/datasets/bone-break-classification"
+)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +71,7 @@ def models_copy(tiny_models_dir: Path, tmp_path: Path) -> Path:
 def real_dataset() -> Path:
     """The real Kaggle training split, when the shared folder is present."""
     if not REAL_DATA.is_dir():
-        pytest.skip("real dataset not present at ../shared/datasets")
+        pytest.skip(f"real dataset not present at {REAL_DATA} (set BONEFRAC_TEST_DATA)")
     return REAL_DATA
 
 

@@ -23,7 +23,7 @@ from functools import cached_property
 import altair as alt
 import numpy as np
 import streamlit as st
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from ui.client import (
     DEFAULT_API_URL,
@@ -43,6 +43,8 @@ UPLOAD_TYPES = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
 PREVIEW_MAX_PX = 480
 PREVIEW_MAX_PIXELS = 40_000_000
 RESULTS_KEY = "bonefrac_results"
+#: The service's default BONEFRAC_MAX_UPLOAD_BYTES (10 MiB); Streamlit's own is 200 MB.
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ACCENT = "#d9480f"
 MUTED = "#8aa4c8"
 
@@ -70,6 +72,32 @@ def api_key() -> tuple[str | None, str]:
     key = os.environ.get("BONEFRAC_API_KEY", "").strip() or None
     header = os.environ.get("BONEFRAC_API_KEY_HEADER", "").strip() or "X-API-Key"
     return key, header
+
+
+def max_upload_mb() -> int:
+    """The largest file the uploader takes, in Streamlit's MB (MiB), from the same
+    ``BONEFRAC_MAX_UPLOAD_BYTES`` the service reads: the page then says the limit the
+    service enforces instead of Streamlit's "200MB per file"."""
+    raw = os.environ.get("BONEFRAC_MAX_UPLOAD_BYTES", "").strip()
+    try:
+        limit = int(raw) if raw else DEFAULT_MAX_UPLOAD_BYTES
+    except ValueError:
+        limit = DEFAULT_MAX_UPLOAD_BYTES
+    return max(1, limit // (1024 * 1024))
+
+
+@st.cache_resource(show_spinner=False)
+def page_icon() -> Image.Image:
+    """The tab icon, drawn here: a material icon or an emoji would be fetched from the
+    internet by the browser, and the page must work without it."""
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=12, fill=(33, 37, 41, 255))
+    bone = (240, 240, 235, 255)
+    draw.line((20, 44, 44, 20), fill=bone, width=9)
+    for x, y in ((15, 42), (22, 49), (42, 15), (49, 22)):
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), fill=bone)
+    return icon
 
 
 def read_timeout() -> float:
@@ -229,12 +257,12 @@ def render_prediction(prediction: Prediction) -> None:
     """Label, confidence, warnings first, then the chart and who answered."""
     for warning in prediction.warnings:
         st.warning(f"**Warning:** {warning.message}", icon=":material/warning:")
-    label_col, confidence_col = st.columns([3, 1], vertical_alignment="bottom")
-    with label_col:
-        # A header, not st.metric: metrics cut long class names short with an ellipsis.
-        st.caption("Predicted fracture type")
-        st.header(prediction.label, anchor=False)
-    confidence_col.metric("Confidence", f"{prediction.confidence:.1%}")
+    # A header, not st.metric: metrics cut long class names short with an ellipsis. The
+    # confidence goes below it at the card's full width: in a quarter-width column beside
+    # the label, an 800 px window showed "Confi…" and "6…".
+    st.caption("Predicted fracture type")
+    st.header(prediction.label, anchor=False)
+    st.metric("Confidence", f"{prediction.confidence:.1%}")
     st.altair_chart(probability_chart(prediction), width="stretch")
     trained = f", trained on {prediction.trained_on}" if prediction.trained_on else ""
     st.caption(
@@ -253,6 +281,7 @@ def render_page() -> None:
         "Upload one or more X-ray images",
         type=list(UPLOAD_TYPES),
         accept_multiple_files=True,
+        max_upload_size=max_upload_mb(),
         help="JPEG, PNG, BMP, TIFF or WebP. Each image is sent to the prediction service.",
     )
     uploads = [Upload(file.name, file.getvalue(), file.type or None) for file in files or ()]
@@ -266,9 +295,7 @@ def render_page() -> None:
 
 def main() -> None:
     """Entry point: page setup, then the page, with a last-resort message instead of a trace."""
-    st.set_page_config(
-        page_title="Bone fracture classifier", page_icon=":material/radiology:", layout="wide"
-    )
+    st.set_page_config(page_title="Bone fracture classifier", page_icon=page_icon(), layout="wide")
     try:
         render_page()
     except ServiceError as exc:

@@ -400,3 +400,20 @@ def test_docs_pages_load_their_scripts_from_the_service(client, page, script):
     asset = client.get(f"/docs-static/{script}")
     assert asset.status_code == 200
     assert len(asset.content) > 100_000
+
+
+# --- 14. The real-data tests find the dataset where BONEFRAC_TEST_DATA says -----------
+
+
+def test_real_data_location_comes_from_the_environment(tmp_path):
+    script = "import sys; sys.path.insert(0, 'tests'); import conftest; print(conftest.REAL_DATA)"
+    env = {**os.environ, "BONEFRAC_TEST_DATA": str(tmp_path / "my data")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=env,
+    )
+    assert result.stdout.strip() == str(tmp_path / "my data")

@@ -62,10 +62,15 @@ def page_url(service_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="session")
-def xray_bytes() -> tuple[str, bytes]:
-    """One radiograph as a user would upload it: a real one when the dataset is present."""
-    real = REPO.parent / "shared/datasets/bone-break-classification/Oblique fracture/Train"
-    if real.is_dir():
+def xray_bytes(request: pytest.FixtureRequest) -> tuple[str, bytes]:
+    """One radiograph as a user would upload it: a real one when the dataset is present
+    (``real_dataset``: BONEFRAC_TEST_DATA or the shared folder)."""
+    try:
+        dataset: Path = request.getfixturevalue("real_dataset")
+    except pytest.skip.Exception:
+        dataset = None
+    real = dataset / "Oblique fracture/Train" if dataset else None
+    if real is not None and real.is_dir():
         first = min(real.glob("*.jpg"))
         return first.name, first.read_bytes()
     buffer = io.BytesIO()
