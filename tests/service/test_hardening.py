@@ -93,6 +93,11 @@ def test_decode_budget_is_a_setting_and_ordinary_16bit_images_pass(serve, tiny_m
     # the same canvas in 8-bit gray costs far less and passes the same budget
     gray = encode("PNG", "L", size=(300, 200))
     assert tight.post("/predict", files=upload(gray)).status_code == 200
+    # JPEGs skip the header parse only while the pixel cap alone keeps them in budget
+    tiny_budget = serve(tiny_models_dir, max_decode_bytes=1000)
+    jpeg = encode("JPEG", "L", size=(300, 200))
+    assert_error(tiny_budget.post("/predict", files=upload(jpeg)), 413, "image_too_large")
+    assert client.post("/predict", files=upload(jpeg)).status_code == 200
 
 
 # --- 3. The default runtime never imports TensorFlow ---------------------------------
