@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import anyio
@@ -422,3 +424,22 @@ def test_real_data_location_comes_from_the_environment(tmp_path):
         env=env,
     )
     assert result.stdout.strip() == str(tmp_path / "my data")
+
+
+# --- Flat memory across swaps: a replaced or deleted version is freed -------------------
+
+
+def test_a_replaced_version_is_freed_once_no_request_holds_it(serve, models_copy):
+    client = serve(models_copy)
+    registry = client.app.state.registry
+    assert client.post("/predict", files=upload(encode())).status_code == 200
+    first = weakref.ref(registry.current)
+    for version in (2, 3):
+        shutil.copytree(models_copy / MODEL / "1", models_copy / MODEL / str(version))
+        registry.refresh()
+        assert client.post("/predict", files=upload(encode())).json()["version"] == version
+    shutil.rmtree(models_copy / MODEL / "1")
+    registry.refresh()
+    gc.collect()
+
+    assert first() is None  # no interpreter of version 1 is kept alive
