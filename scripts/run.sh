@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# One command from a fresh checkout to a working page: set up .venv, train a first model
-# when models/ has none, start the inference service and the web page, print both URLs,
-# and stop both on Ctrl-C.
+# One command from a fresh checkout to a working page: set up .venv, put the shipped
+# default model (trained on real radiographs) in models/ when it has none, start the
+# inference service and the web page, print both URLs, and stop both on Ctrl-C.
 #
-# Usage: bash scripts/run.sh [--data DIR] [--service-port N] [--ui-port N] [--host ADDR]
-#                            [--retrain] [--skip-setup]
+# Usage: bash scripts/run.sh [--data DIR | --synthetic] [--service-port N] [--ui-port N]
+#                            [--host ADDR] [--retrain] [--skip-setup]
 #
-#   --data DIR          train on this dataset (class folders, Kaggle layout) instead of
-#                       synthetic images                                 [BONEFRAC_DATA_DIR]
+#   --data DIR          train a model on this dataset (class folders, Kaggle layout) with
+#                       --recipe best instead of serving the shipped one [BONEFRAC_DATA_DIR]
+#   --synthetic         train the quick demo CNN on synthetic drawings instead (for tests;
+#                       it has never seen a radiograph)
 #   --service-port N    port of the inference service (default 8000)  [BONEFRAC_SERVICE_PORT]
 #   --ui-port N         port of the web page (default 8501)                [BONEFRAC_UI_PORT]
 #   --host ADDR         address both listen on (default 127.0.0.1)       [BONEFRAC_RUN_HOST]
-#   --retrain           train a new model version even if one exists
+#   --retrain           with --data or --synthetic: train a new version even if one exists
 #   --skip-setup        use the existing .venv as is (no pip)         [BONEFRAC_SKIP_SETUP=1]
 #
 # Other settings: BONEFRAC_MODELS_DIR (default models), BONEFRAC_MODEL_NAME (default
 # bone-fracture), BONEFRAC_SYNTH_DIR (default data/synthetic), BONEFRAC_EPOCHS and
-# BONEFRAC_SYNTH_PER_CLASS (default: the trainer's),
+# BONEFRAC_SYNTH_PER_CLASS (--synthetic only; default: the trainer's),
 # BONEFRAC_START_TIMEOUT (seconds to wait for readiness, default 180), and every
 # BONEFRAC_* variable the service reads.
 set -euo pipefail
@@ -34,6 +36,7 @@ ui_port="${BONEFRAC_UI_PORT:-8501}"
 host="${BONEFRAC_RUN_HOST:-127.0.0.1}"
 skip_setup="${BONEFRAC_SKIP_SETUP:-0}"
 retrain=0
+synthetic=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
     --host) [ $# -ge 2 ] || die "--host needs an address"; host="$2"; shift 2 ;;
     --host=*) host="${1#*=}"; shift ;;
     --retrain) retrain=1; shift ;;
+    --synthetic) synthetic=1; shift ;;
     --skip-setup) skip_setup=1; shift ;;
     -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -57,6 +61,10 @@ for port in "$service_port" "$ui_port"; do
     || die "not a port number: $port"
 done
 [ "$service_port" != "$ui_port" ] || die "the service and the page need two different ports"
+if [ -n "$data_dir" ] && [ "$synthetic" = 1 ]; then die "choose --data DIR or --synthetic, not both"; fi
+if [ "$retrain" = 1 ] && [ -z "$data_dir" ] && [ "$synthetic" = 0 ]; then
+  die "--retrain trains on --data DIR or --synthetic; say which"
+fi
 if [ -n "$data_dir" ]; then data_dir="$(from_caller "$data_dir")"; fi
 if [ -n "$data_dir" ] && [ ! -d "$data_dir" ]; then die "no such dataset folder: $data_dir"; fi
 
@@ -86,27 +94,34 @@ has_version() {
 }
 
 if [ "$retrain" = 1 ] || ! has_version; then
-  train_args=()
-  if [ -n "${BONEFRAC_EPOCHS:-}" ]; then train_args=(--epochs "$BONEFRAC_EPOCHS"); fi
-  synth_args=()
-  if [ -n "${BONEFRAC_SYNTH_PER_CLASS:-}" ]; then
-    synth_args=(--per-class "$BONEFRAC_SYNTH_PER_CLASS")
-  fi
   if [ -n "$data_dir" ]; then
-    train_data="$data_dir"
-  else
+    echo "run: training $model_name on $data_dir with --recipe best (pretrained backbone;" \
+      "about 5 minutes for 1,000 images on 2 cores) ..."
+    "$py" -m trainer train --data "$data_dir" --models "$models_dir" --name "$model_name" \
+      --recipe best
+  elif [ "$synthetic" = 1 ]; then
+    train_args=()
+    if [ -n "${BONEFRAC_EPOCHS:-}" ]; then train_args=(--epochs "$BONEFRAC_EPOCHS"); fi
+    synth_args=()
+    if [ -n "${BONEFRAC_SYNTH_PER_CLASS:-}" ]; then
+      synth_args=(--per-class "$BONEFRAC_SYNTH_PER_CLASS")
+    fi
     train_data=data/synthetic
     if [ -n "${BONEFRAC_SYNTH_DIR:-}" ]; then train_data="$(from_caller "$BONEFRAC_SYNTH_DIR")"; fi
     if [ ! -d "$train_data" ]; then
-      echo "run: no model in $models_dir/$model_name: writing synthetic X-rays to $train_data ..."
+      echo "run: writing synthetic X-rays to $train_data ..."
       "$py" -m trainer synth --out "$train_data" ${synth_args[@]+"${synth_args[@]}"}
     fi
+    echo "run: training $model_name on $train_data (a few minutes on 2 cores) ..."
+    "$py" -m trainer train --data "$train_data" --models "$models_dir" --name "$model_name" \
+      ${train_args[@]+"${train_args[@]}"}
+  else
+    echo "run: no model in $models_dir/$model_name: assembling the shipped default model" \
+      "(trained on real radiographs; see default-model/MODEL_CARD.md) ..."
+    "$py" -m trainer assemble --models "$models_dir" --name "$model_name"
   fi
-  echo "run: training $model_name on $train_data (a few minutes on 2 cores) ..."
-  "$py" -m trainer train --data "$train_data" --models "$models_dir" --name "$model_name" \
-    ${train_args[@]+"${train_args[@]}"}
-elif [ -n "$data_dir" ]; then
-  echo "run: $models_dir/$model_name already has a model; pass --retrain to train on $data_dir"
+elif [ -n "$data_dir" ] || [ "$synthetic" = 1 ]; then
+  echo "run: $models_dir/$model_name already has a model; pass --retrain to train a new one"
 fi
 
 # -- the two processes -----------------------------------------------------------------

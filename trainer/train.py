@@ -194,11 +194,22 @@ def training_datasets(
     return train_ds, val_ds
 
 
-def predict_all(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+#: Pixels per batch when predicting: a pretrained backbone at 352 px holds several
+#: 176x176x144 float maps per image (twice with mirror averaging), and 64 images at once
+#: took over 20 GB. About a million pixels per batch keeps it near 1-2 GB.
+PIXELS_PER_BATCH = 1_000_000
+
+
+def predict_all(
+    model: Any, images: np.ndarray, batch_size: int | None = None
+) -> dict[str, np.ndarray]:
     """Every output of a Keras model by name, without ``model.predict``'s per-call overhead.
 
-    A single-output model's answer is named ``probabilities``.
+    A single-output model's answer is named ``probabilities``. The default batch size
+    holds about :data:`PIXELS_PER_BATCH` pixels (64 images at most).
     """
+    if batch_size is None:
+        batch_size = max(1, min(64, PIXELS_PER_BATCH // max(1, images.shape[1] * images.shape[2])))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch_size):
         answer = model(images[start : start + batch_size], training=False)
@@ -209,7 +220,7 @@ def predict_all(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[st
 
 
 def predict(
-    model: Any, images: np.ndarray, batch_size: int = 64, output: str = "probabilities"
+    model: Any, images: np.ndarray, batch_size: int | None = None, output: str = "probabilities"
 ) -> np.ndarray:
     """One output of a Keras model (see :func:`predict_all`)."""
     if len(images) == 0:
@@ -327,7 +338,7 @@ def pretrained_features(
         extractor = backbones.feature_extractor(
             backbone, dataset.images.shape[1:], taps, mirror=mirror
         )
-        _FEATURE_CACHE[key] = predict(extractor, dataset.images, batch_size=16)
+        _FEATURE_CACHE[key] = predict(extractor, dataset.images)
     return _FEATURE_CACHE[key]
 
 

@@ -162,21 +162,21 @@ def test_trainer_does_nothing_when_the_volume_has_a_model(tmp_path: Path) -> Non
     (models / "bone-fracture" / "2").mkdir(parents=True)
     result = run_trainer_script(tmp_path, env)
     assert result.returncode == 0, result.stderr
-    assert "nothing to train" in result.stdout
+    assert "nothing to do" in result.stdout
     assert not log.exists()
 
 
-def test_trainer_trains_on_synthetic_data_into_an_empty_volume(tmp_path: Path) -> None:
+def test_trainer_assembles_the_shipped_model_into_an_empty_volume(tmp_path: Path) -> None:
     models, _, log, env = trainer_script(tmp_path)
     (models / "bone-fracture" / ".tmp-partial").mkdir(parents=True)  # not a version
     result = run_trainer_script(tmp_path, env)
     assert result.returncode == 0, result.stderr
-    synth, train = log.read_text().splitlines()
-    assert synth == f"-m trainer synth --out {tmp_path / 'synthetic'}"
-    assert train == (
-        f"-m trainer train --data {tmp_path / 'synthetic'} --models {models} "
-        "--name bone-fracture --epochs 5"
-    )
+    assert log.read_text().splitlines() == [
+        f"-m trainer assemble --from /app/default-model --models {models} --name bone-fracture"
+    ]
+    # the image holds what it assembles from (Dockerfile.service's trainer stage)
+    assert "COPY default-model/ default-model/" in (REPO / "Dockerfile.service").read_text()
+    assert (REPO / "default-model" / "head.npz").is_file()
 
 
 def test_trainer_prefers_a_mounted_dataset(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_trainer_prefers_a_mounted_dataset(tmp_path: Path) -> None:
     result = run_trainer_script(tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert log.read_text().splitlines() == [
-        f"-m trainer train --data {data} --models {models} --name bone-fracture --epochs 5"
+        f"-m trainer train --data {data} --models {models} --name bone-fracture --recipe best"
     ]
 
 

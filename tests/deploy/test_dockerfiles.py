@@ -87,9 +87,9 @@ def test_images_install_the_extras_that_setup_installs() -> None:
     service = stages("Dockerfile.service")
     assert list(service)[-1] == "service"  # a plain build gives the service
     assert installed_extras(service["service"]) == ["service"]
-    assert installed_extras(service["trainer"]) == ["train"]
+    assert installed_extras(service["trainer"]) == ["train,pretrained"]
     assert installed_extras(final_stage("Dockerfile.ui")) == ["ui"]
-    for extra in ("service", "train", "ui"):
+    for extra in ("service", "train", "ui", "pretrained"):
         assert extra in optional
 
     # scripts/setup.sh installs the same project with the same extras mechanism...
@@ -98,7 +98,7 @@ def test_images_install_the_extras_that_setup_installs() -> None:
     # ...and the one-command run asks it for exactly what the images hold between them.
     run = (REPO / "scripts/run.sh").read_text()
     (asked,) = re.findall(r"bash scripts/setup\.sh (\S+)", run)
-    assert set(asked.split(",")) == {"train", "service", "ui"}
+    assert set(asked.split(",")) == {"train", "service", "ui", "pretrained"}
 
 
 def test_ui_image_has_no_tensorflow() -> None:

@@ -3,6 +3,7 @@ answer, Ctrl-C stops both children."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -193,6 +194,8 @@ def refused(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[st
         (["--service-port", "8000", "--ui-port", "8000"], "two different ports"),
         (["--ui-port", "http"], "not a port number: http"),
         (["--data", "/nonexistent/xrays"], "no such dataset folder"),
+        (["--data", "/tmp", "--synthetic"], "choose --data DIR or --synthetic, not both"),
+        (["--retrain"], "--retrain trains on --data DIR or --synthetic"),
     ],
 )
 def test_run_refuses_bad_arguments_before_doing_anything(args: list[str], message: str) -> None:
@@ -212,22 +215,28 @@ def test_run_help_lists_its_options() -> None:
         ["bash", str(RUN), "--help"], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0
-    for option in ("--data", "--service-port", "--ui-port", "--skip-setup", "BONEFRAC_DATA_DIR"):
+    for option in (
+        "--data",
+        "--synthetic",
+        "--service-port",
+        "--ui-port",
+        "--skip-setup",
+        "BONEFRAC_DATA_DIR",
+    ):
         assert option in result.stdout
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["synthetic", "dataset"])
-def test_run_trains_a_first_model_when_there_is_none(
+def test_run_trains_a_first_model_when_asked(
     source: str, tmp_path: Path, synthetic_dataset: Path
 ) -> None:
-    """The fresh-machine path: no model, so synthesise (or take --data) and train one."""
+    """No model, and --synthetic (the demo CNN) or --data DIR (--recipe best): train one."""
     models = tmp_path / "models"
     service_port, ui_port = free_port(), free_port()
     args = ["--skip-setup", "--service-port", str(service_port), "--ui-port", str(ui_port)]
-    if source == "dataset":
-        args += ["--data", str(synthetic_dataset)]
+    args += ["--data", str(synthetic_dataset)] if source == "dataset" else ["--synthetic"]
     run = RunScript(
         args,
         script_env(
@@ -244,6 +253,33 @@ def test_run_trains_a_first_model_when_there_is_none(
         assert (tmp_path / "synthetic").is_dir() == (source == "synthetic")
         trained_on = synthetic_dataset if source == "dataset" else tmp_path / "synthetic"
         assert f"run: training bone-fracture on {trained_on}" in run.output()
+        metadata = json.loads((models / "bone-fracture/1/metadata.json").read_text())
+        expected_head = "linear" if source == "dataset" else "dense"  # --recipe best for --data
+        assert metadata["hyperparameters"]["head"] == expected_head
+        os.killpg(run.proc.pid, signal.SIGINT)
+        assert run.proc.wait(timeout=30) == 0, run.output()
+    finally:
+        run.cleanup()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_fresh_run_serves_the_shipped_model_without_training(tmp_path: Path) -> None:
+    """The README's command on a fresh machine: no dataset, no training, a real model."""
+    models = tmp_path / "models"
+    service_port, ui_port = free_port(), free_port()
+    run = RunScript(
+        ["--skip-setup", "--service-port", str(service_port), "--ui-port", str(ui_port)],
+        script_env(BONEFRAC_MODELS_DIR=str(models)),
+    )
+    try:
+        urls = run.urls(timeout=600)
+        assert "run: training" not in run.output()
+        assert "assembling the shipped default model" in run.output()
+        classes = requests.get(f"{urls['Inference service']}/classes", timeout=5).json()
+        assert classes["version"] == 1
+        assert "Bone Break Classification" in classes["trained_on"]
+        assert len(classes["classes"]) == 10
         os.killpg(run.proc.pid, signal.SIGINT)
         assert run.proc.wait(timeout=30) == 0, run.output()
     finally:
