@@ -9,6 +9,7 @@ regularisation chosen by an inner grouped CV on the training side of each fold o
 Usage::
 
     .venv/bin/python experiments/pretrained_features.py --data DIR [--seeds 0 1 2]
+        [--settings lite2-352] [--only "lite2-352 stages4-7+head mirror-averaged"]
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--cache", default="experiments/.cache")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--only", nargs="+", help="score only these candidates (names as printed)")
     args = parser.parse_args()
     classes = data.discover(Path(args.data)).classes
     cached = {s: extract(args, s) for s in args.settings}
@@ -141,13 +143,22 @@ def main() -> None:
         for label, taps in (("head", ("head",)), ("stages4-7+head", SETTINGS[setting][2])):
             cols = columns(setting, taps)
             candidates[f"{setting} {label}"] = (c["plain"][:, cols], c["mirrored"][:, cols])
-    if "lite0-224" in cached and "lite2-352" in cached:
-        a, b = candidates["lite0-224 stages4-7+head"], candidates["lite2-352 stages4-7+head"]
-        candidates["lite0-224 + lite2-352 stages4-7+head"] = (
-            np.hstack([a[0], b[0]]),
-            np.hstack([a[1], b[1]]),
-        )
+            # the recipe's feature_mirror: features averaged with the mirror image's, in
+            # training and at inference (so "TTA" is the same answer twice)
+            averaged = (c["plain"][:, cols] + c["mirrored"][:, cols]) / 2
+            candidates[f"{setting} {label} mirror-averaged"] = (averaged, averaged)
+    for first, second in (("lite0-224", "lite2-352"), ("lite2-260", "lite2-352")):
+        if first in cached and second in cached:
+            for suffix in ("", " mirror-averaged"):
+                a = candidates[f"{first} stages4-7+head{suffix}"]
+                b = candidates[f"{second} stages4-7+head{suffix}"]
+                candidates[f"{first} + {second} stages4-7+head{suffix}"] = (
+                    np.hstack([a[0], b[0]]),
+                    np.hstack([a[1], b[1]]),
+                )
     first = next(iter(cached.values()))
+    if args.only:
+        candidates = {name: candidates[name] for name in args.only}
     for name, (plain, mirrored) in candidates.items():
         for seed in args.seeds:
             started = time.monotonic()

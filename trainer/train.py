@@ -103,6 +103,12 @@ def _validate_head(config: TrainConfig) -> None:
     """The head and backbone settings; a registry backbone's weight package must be there."""
     if config.hparams.head not in ("dense", "forest", "linear"):
         raise TrainerError(f"unknown head {config.hparams.head!r}; use dense, forest or linear")
+    if config.hparams.head == "forest" and config.hparams.stem != "gradients":
+        raise TrainerError("a forest head grows on the gradients stem only")
+    if config.hparams.head == "forest" and (config.tune or config.backbone):
+        raise TrainerError(
+            "this recipe grows a forest on fixed features: it takes no --tune or --backbone"
+        )
     if config.hparams.head == "linear" and (
         config.tune or config.weights or not backbones.is_registered(config.backbone)
     ):
@@ -129,12 +135,6 @@ def _validate_keras_backbone(config: TrainConfig) -> None:
         )
     if config.weights is not None and not Path(config.weights).is_file():
         raise TrainerError(f"--weights file {config.weights} does not exist")
-    if config.hparams.head == "forest" and config.hparams.stem != "gradients":
-        raise TrainerError("a forest head grows on the gradients stem only")
-    if config.hparams.head == "forest" and (config.tune or config.backbone):
-        raise TrainerError(
-            "this recipe grows a forest on fixed features: it takes no --tune or --backbone"
-        )
 
 
 def make_datasets(

@@ -212,7 +212,9 @@ def test_ood_threshold_flags_few_like_the_training_set_and_all_far_away() -> Non
     ood = heads.fit_ood(inside[:500], groups=np.arange(500), seed=0)
 
     held_out = ood.distances(inside[500:]) > ood.threshold
-    assert held_out.mean() <= 0.08  # the threshold is the 98% held-out quantile
+    # the threshold is the OOD_QUANTILE (95%) quantile of held-out distances: about 5
+    # of these 100 are flagged; 12 leaves room for sampling noise
+    assert held_out.mean() <= 0.12
     shifted = inside[500:] + 3.0 * rng.normal(0, 1, (100, 200))  # off the training subspace
     assert np.all(ood.distances(shifted) > ood.threshold)
     assert np.all(ood.distances(np.zeros((1, 200)) + 50.0) > ood.threshold)
