@@ -96,7 +96,7 @@ def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
     return batch
 
 
-def _named_outputs(model: Any, images: Any) -> dict[str, Any]:
+def named_outputs(model: Any, images: Any) -> dict[str, Any]:
     """``{"probabilities": ...}``, plus ``ood_score`` for a model that has one."""
     answer = model(images, training=False)
     return dict(answer) if isinstance(answer, dict) else {"probabilities": answer}
@@ -111,14 +111,14 @@ def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda images: _named_outputs(model, images),
+        fn=lambda images: named_outputs(model, images),
         input_signature=[
             tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name="images")
         ],
     )
     archive.add_endpoint(
         name="serve_bytes",
-        fn=lambda image_bytes: _named_outputs(model, to_input(image_bytes)),
+        fn=lambda image_bytes: named_outputs(model, to_input(image_bytes)),
         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
     )
     archive.write_out(str(path), verbose=False)

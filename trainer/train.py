@@ -212,9 +212,7 @@ def predict_all(
         batch_size = max(1, min(64, PIXELS_PER_BATCH // max(1, images.shape[1] * images.shape[2])))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch_size):
-        answer = model(images[start : start + batch_size], training=False)
-        named = answer if isinstance(answer, dict) else {"probabilities": answer}
-        for name, value in named.items():
+        for name, value in export.named_outputs(model, images[start : start + batch_size]).items():
             parts.setdefault(name, []).append(np.asarray(value))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
