@@ -53,6 +53,9 @@ def test_upload_shows_the_services_prediction(
     sidebar_text = "\n".join(m.value for m in at.sidebar.markdown)
     for label in (p["label"] for p in expected["probabilities"]):
         assert label in sidebar_text
+    # what the served model learned from, as the service says it
+    sidebar_captions = " ".join(c.value for c in at.sidebar.caption)
+    assert f"Trained on {expected['trained_on']}." in sidebar_captions
 
     at.file_uploader[0].set_value((name, data, "image/jpeg"))
     at.run()
@@ -63,6 +66,7 @@ def test_upload_shows_the_services_prediction(
     assert {m.label: m.value for m in at.metric} == {"Confidence": f"{expected['confidence']:.1%}"}
     captions = " ".join(c.value for c in at.caption)
     assert f"**{expected['model']}**, version **{expected['version']}**" in captions
+    assert f"trained on {expected['trained_on']}" in captions
 
     order, data = chart(at)
     assert order == [p["label"] for p in expected["probabilities"]]  # every class, sorted
