@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from service.registry import LoadedModel
-from service.runtime import OOD_OUTPUT
+from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 from trainer.preprocessing import (
     ImageDecodeError,
     InputSpec,
@@ -211,7 +211,7 @@ def classify(
             prepared.append(exc)
     good = [p for p in prepared if isinstance(p, Prepared)]
     outputs = model.predictor.run(np.stack([p.pixels for p in good])) if good else {}
-    probabilities = iter(outputs.get("probabilities", []))
+    probabilities = iter(outputs.get(OUTPUT_NAME, []))
     scores = iter(outputs[OOD_OUTPUT]) if OOD_OUTPUT in outputs else None
     results: list[Ranked | ImageDecodeError] = []
     for item in prepared:

@@ -109,6 +109,7 @@ def rebuild(metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[An
 
 def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) -> float:
     """Largest difference from the answers recorded at training time; raises past tolerance."""
+    from trainer.export import output_difference  # noqa: PLC0415
     from trainer.train import predict_all  # noqa: PLC0415
 
     answers = predict_all(model, reference_images(spec))
@@ -117,10 +118,7 @@ def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) 
         expected = arrays.get(f"reference_{name}")
         if expected is None:
             raise TrainerError(f"the shipped head records no reference {name}")
-        error = np.abs(got - expected)
-        if name != "probabilities":
-            error = error / np.maximum(np.abs(expected), 1.0)
-        worst = max(worst, float(np.max(error)))
+        worst = max(worst, output_difference(name, got, expected))
     if not worst <= REFERENCE_TOLERANCE:
         raise TrainerError(
             f"the rebuilt model differs from the trained one by {worst:.2e}: is the "

@@ -96,6 +96,15 @@ def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
     return batch
 
 
+def output_difference(name: str, got: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference of one output: absolute for probabilities, relative to the
+    value (at least 1) for a score such as ``ood_score``, whose scale is its threshold's."""
+    error = np.abs(np.asarray(got) - np.asarray(expected))
+    if name != "probabilities":
+        error = error / np.maximum(np.abs(expected), 1.0)
+    return float(np.max(error))
+
+
 def named_outputs(model: Any, images: Any) -> dict[str, Any]:
     """``{"probabilities": ...}``, plus ``ood_score`` for a model that has one."""
     answer = model(images, training=False)
@@ -125,11 +134,8 @@ def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
 
 
 def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> dict[str, float]:
-    """Convert the SavedModel's float signature to TFLite; each output's max difference.
-
-    Differences are absolute for probabilities and relative to the value for the OOD
-    score, whose scale is that of its threshold.
-    """
+    """Convert the SavedModel's float signature to TFLite; each output's max difference
+    (:func:`output_difference`)."""
     import tensorflow as tf  # noqa: PLC0415
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -144,13 +150,10 @@ def _write_tflite(saved_model: Path, target: Path, probe: np.ndarray) -> dict[st
     interpreter = Interpreter(model_path=str(target))
     runner = interpreter.get_signature_runner("serving_default")
     answers = [runner(images=probe[i : i + 1]) for i in range(len(probe))]
-    differences = {}
-    for name, values in expected.items():
-        error = np.abs(np.concatenate([a[name] for a in answers]) - values)
-        if name != "probabilities":
-            error = error / np.maximum(np.abs(values), 1.0)
-        differences[name] = float(np.max(error))
-    return differences
+    return {
+        name: output_difference(name, np.concatenate([a[name] for a in answers]), values)
+        for name, values in expected.items()
+    }
 
 
 def export_version(

@@ -17,9 +17,9 @@ still takes raw pixels and the service needs nothing but the TFLite runtime.
 
 from __future__ import annotations
 
-import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +74,13 @@ class OodModel:
         return (inside + outside * self.residual_inverse_variance) / z.shape[1]
 
 
-def _limited_threads() -> None:
-    # Measured: scikit-learn's solvers ran ~60x slower with multi-threaded BLAS on a busy
-    # 2-core machine. Only effective before numpy's BLAS starts, so the CLI sets it too.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+def _single_blas_thread() -> Any:
+    """A context with BLAS on one thread: measured, scikit-learn's solvers ran ~60x slower
+    with multi-threaded BLAS on a busy 2-core machine. (An environment variable would
+    come too late: numpy's BLAS has started by the time this module runs.)"""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415 - scikit-learn's own dependency
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,21 +117,15 @@ def fit_linear_head(
     c_grid: tuple[float, ...] = C_GRID,
 ) -> LinearHead:
     """Class-balanced logistic regression; C by grouped inner CV log-loss, then refit."""
-    _limited_threads()
     mean, scale = _standardiser(features)
     z = (features - mean) / scale
-    if len(c_grid) > 1:
-        losses = np.zeros(len(c_grid))
-        for inner_train, inner_val in _inner_folds(labels, groups, seed):
-            for i, c in enumerate(c_grid):
-                model = _logistic(c, seed).fit(z[inner_train], labels[inner_train])
-                p = np.full((len(inner_val), num_classes), 1e-6)
-                p[:, model.classes_] = np.clip(model.predict_proba(z[inner_val]), 1e-6, 1.0)
-                losses[i] -= np.mean(np.log(p[np.arange(len(inner_val)), labels[inner_val]]))
-        c = c_grid[int(np.argmin(losses))]
-    else:
-        c = c_grid[0]
-    model = _logistic(c, seed).fit(z, labels)
+    with _single_blas_thread():
+        c = (
+            _choose_c(z, labels, groups, num_classes, seed=seed, c_grid=c_grid)
+            if len(c_grid) > 1
+            else c_grid[0]
+        )
+        model = _logistic(c, seed).fit(z, labels)
     weights = np.zeros((features.shape[1], num_classes))
     bias = np.full(num_classes, -30.0)  # a class absent from training is never chosen
     weights[:, model.classes_] = model.coef_.T
@@ -136,25 +133,38 @@ def fit_linear_head(
     return LinearHead(mean, scale, weights, bias, c)
 
 
+def _choose_c(
+    z: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    num_classes: int,
+    *,
+    seed: int,
+    c_grid: tuple[float, ...],
+) -> float:
+    """The C of ``c_grid`` with the lowest held-out log-loss over grouped inner folds."""
+    losses = np.zeros(len(c_grid))
+    for inner_train, inner_val in _inner_folds(labels, groups, seed):
+        for i, c in enumerate(c_grid):
+            model = _logistic(c, seed).fit(z[inner_train], labels[inner_train])
+            p = np.full((len(inner_val), num_classes), 1e-6)
+            p[:, model.classes_] = np.clip(model.predict_proba(z[inner_val]), 1e-6, 1.0)
+            losses[i] -= np.mean(np.log(p[np.arange(len(inner_val)), labels[inner_val]]))
+    return c_grid[int(np.argmin(losses))]
+
+
 def fit_ood(features: np.ndarray, groups: np.ndarray | None = None, seed: int = 0) -> OodModel:
     """Fit the distance on ``features``; with ``groups``, also its held-out threshold."""
-    _limited_threads()
-    model = _fit_distance(features)
-    if groups is None:
-        return model
-    held_out = np.zeros(len(features))
-    labels = np.zeros(len(features), dtype=int)
-    for inner_train, inner_val in _inner_folds(labels, groups, seed):
-        held_out[inner_val] = _fit_distance(features[inner_train]).distances(features[inner_val])
-    threshold = float(np.quantile(held_out, OOD_QUANTILE))
-    return OodModel(
-        model.mean,
-        model.scale,
-        model.components,
-        model.inverse_variance,
-        model.residual_inverse_variance,
-        threshold,
-    )
+    with _single_blas_thread():
+        model = _fit_distance(features)
+        if groups is None:
+            return model
+        held_out = np.zeros(len(features))
+        labels = np.zeros(len(features), dtype=int)
+        for inner_train, inner_val in _inner_folds(labels, groups, seed):
+            fitted = _fit_distance(features[inner_train])
+            held_out[inner_val] = fitted.distances(features[inner_val])
+    return replace(model, threshold=float(np.quantile(held_out, OOD_QUANTILE)))
 
 
 def _fit_distance(features: np.ndarray) -> OodModel:
