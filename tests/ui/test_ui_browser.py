@@ -42,17 +42,25 @@ def chromium_path() -> str:
     pytest.skip(reason)
 
 
-def test_upload_in_a_real_browser_shows_prediction_and_chart(
-    page_url: str, service_url: str, xray_bytes: tuple[str, bytes], tmp_path: Path
-) -> None:
-    executable = chromium_path()
-
+@pytest.fixture
+def xray_upload(
+    service_url: str, xray_bytes: tuple[str, bytes], tmp_path: Path
+) -> tuple[Path, dict]:
+    """The X-ray as a file the browser can upload, and the service's own answer for it."""
     name, data = xray_bytes
     upload = tmp_path / name
     upload.write_bytes(data)
     expected = requests.post(
         f"{service_url}/predict", files={"file": (name, data)}, timeout=30
     ).json()
+    return upload, expected
+
+
+def test_upload_in_a_real_browser_shows_prediction_and_chart(
+    page_url: str, xray_upload: tuple[Path, dict]
+) -> None:
+    executable = chromium_path()
+    upload, expected = xray_upload
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "ui-prediction.png"
@@ -87,17 +95,12 @@ _CLIPPED = """el => [el, ...el.querySelectorAll('*')].some(
 
 
 def test_at_800px_the_confidence_is_whole_and_nothing_comes_from_the_internet(
-    page_url: str, service_url: str, xray_bytes: tuple[str, bytes], tmp_path: Path
+    page_url: str, xray_upload: tuple[Path, dict]
 ) -> None:
     """A first-time user's window: the confidence was cut to "Confi…" / "6…", the
     uploader promised 200 MB, and the tab icon came from the internet."""
     executable = chromium_path()
-    name, data = xray_bytes
-    upload = tmp_path / name
-    upload.write_bytes(data)
-    expected = requests.post(
-        f"{service_url}/predict", files={"file": (name, data)}, timeout=30
-    ).json()
+    upload, expected = xray_upload
     outside: list[str] = []
 
     ARTIFACTS.mkdir(exist_ok=True)
