@@ -163,12 +163,15 @@ class Bare:
         return latencies, time.perf_counter() - start
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
+def multipart(
+    data: bytes, filename: str = "x.jpg", media_type: str = "image/jpeg"
+) -> tuple[bytes, str]:
+    """A one-file ``multipart/form-data`` body (field ``file``) and its content type."""
     boundary = uuid.uuid4().hex
     body = (
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{filename}"\r\nContent-Type: {media_type}\r\n\r\n'
         ).encode()
         + data
         + f"\r\n--{boundary}--\r\n".encode()

@@ -18,7 +18,6 @@ import http.client
 import io
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_service import free_port, multipart, rss_mib  # the sibling benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / "shared/datasets/bone-break-classification"
@@ -47,20 +50,6 @@ class Tally:
     sent: int = 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` from /proc (Linux), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 def sample_images(count: int = 20) -> list[bytes]:
     """Real radiographs when the shared dataset is present, else synthetic gray PNGs."""
     real = sorted(DATASET.glob("*/Train/*.jpg"))[:count] if DATASET.is_dir() else []
@@ -74,19 +63,6 @@ def sample_images(count: int = 20) -> list[bytes]:
         Image.fromarray(pixels, "L").save(buffer, format="PNG")
         images.append(buffer.getvalue())
     return images
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def client(
@@ -209,10 +185,10 @@ def run(args: argparse.Namespace, service: subprocess.Popen, port: int, root: Pa
             print("the service did not become ready", file=sys.stderr)
             return 1
         time.sleep(0.2)
-    bodies = [multipart(image) for image in sample_images()]
+    bodies = [multipart(image, "x", "application/octet-stream") for image in sample_images()]
     warm = Tally()
     client(port, bodies, warm, 50, time.monotonic() + 30)  # first requests, then measure
-    rss_before = rss_mib(service.pid)
+    rss_before = rss_mib(service.pid)[0]
 
     tally = Tally()
     stop = threading.Event()
@@ -234,7 +210,7 @@ def run(args: argparse.Namespace, service: subprocess.Popen, port: int, root: Pa
     elapsed = time.perf_counter() - start
     stop.set()
     swap_thread.join(timeout=60)
-    rss_after = rss_mib(service.pid)
+    rss_after = rss_mib(service.pid)[0]
 
     done = len(tally.latencies)
     print(f"requests: {done} answered, {len(tally.failures)} failed, in {elapsed:.1f} s")
