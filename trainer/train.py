@@ -217,13 +217,11 @@ def predict_all(
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def predict(
-    model: Any, images: np.ndarray, batch_size: int | None = None, output: str = "probabilities"
-) -> np.ndarray:
-    """One output of a Keras model (see :func:`predict_all`)."""
+def predict(model: Any, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """A Keras model's probabilities (see :func:`predict_all`)."""
     if len(images) == 0:
         return np.zeros((0, 0), np.float32)
-    return predict_all(model, images, batch_size)[output]
+    return predict_all(model, images, batch_size)["probabilities"]
 
 
 def _keep_best_callback() -> Any:
@@ -543,7 +541,8 @@ def _fit_and_export(
 
     fitted = fit(config, hparams, dataset, split)
     test_labels = dataset.labels[split.test]
-    test_probabilities = predict(fitted.model, dataset.images[split.test])
+    test_answers = predict_all(fitted.model, dataset.images[split.test])  # one pass, all outputs
+    test_probabilities = test_answers["probabilities"]
     test_metrics = evaluate.compute_metrics(test_labels, test_probabilities, dataset.classes)
     val_metrics = evaluate.compute_metrics(
         dataset.labels[split.val], fitted.val_probabilities, dataset.classes
@@ -575,10 +574,9 @@ def _fit_and_export(
     if backbones.is_registered(config.backbone):
         extra["backbone"] = backbones.BACKBONES[str(config.backbone)].describe()
     if fitted.out_of_distribution is not None:
-        scores = predict(fitted.model, dataset.images[split.test], output="ood_score")
         extra["out_of_distribution"] = {
             **fitted.out_of_distribution,
-            "test_flagged": round(float(np.mean(scores > 1.0)), 4),
+            "test_flagged": round(float(np.mean(test_answers["ood_score"] > 1.0)), 4),
         }
     metadata = {
         "trained_on": config.data_description or data.describe(config.data_dir, dataset),
