@@ -2,8 +2,8 @@
 # Create .venv (once) and install the project with the given extras (default: dev).
 # Usage: scripts/setup.sh [extras]     e.g. scripts/setup.sh train,service,ui,pretrained
 #
-# The first install downloads about 1 GB (TensorFlow is most of it): a few minutes, with
-# pip's own progress lines. A stamp records what was installed for which pyproject.toml,
+# The first install puts up to 2.7 GB into .venv (TensorFlow is most of it; measured with
+# the dev extra): 1-2 minutes on this project's machines, with pip's own progress lines. A stamp records what was installed for which pyproject.toml,
 # so a later run with the same extras skips pip entirely.
 set -euo pipefail
 cd "$(dirname "$0")/.."
