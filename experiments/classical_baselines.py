@@ -29,9 +29,9 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from modelio.images import InputSpec
 from trainer import data, evaluate
 from trainer.crossval import grouped_folds
-from trainer.preprocessing import InputSpec
 
 
 def oriented_gradients(

@@ -59,11 +59,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from modelio.images import InputSpec
 from trainer import data, efficientnet_lite, evaluate
 from trainer.backbones import state_dict
 from trainer.crossval import grouped_folds
 from trainer.heads import fit_linear_head
-from trainer.preprocessing import InputSpec
 
 BACKBONE = "efficientnet-lite2"
 SIZE = 352

@@ -28,9 +28,10 @@ from sklearn.datasets import load_sample_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from modelio import artifact
+from modelio.images import InputSpec, decode_image, to_array
 from service.runtime import OOD_OUTPUT, load_predictor
-from trainer import artifact, data
-from trainer.preprocessing import InputSpec, decode_image, to_array
+from trainer import data
 from trainer.synth import CLASS_NAMES, render
 
 

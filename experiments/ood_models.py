@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ood_check import not_radiographs
 from pretrained_features import SETTINGS, columns, extract
 
+from modelio.images import InputSpec, decode_image, to_array
 from trainer import heads
 from trainer.backbones import feature_extractor
-from trainer.preprocessing import InputSpec, decode_image, to_array
 from trainer.train import predict
 
 SETTING = "lite2-352"

@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from modelio.images import InputSpec
 from trainer import data, evaluate
 from trainer.backbones import feature_extractor
 from trainer.crossval import grouped_folds
 from trainer.heads import fit_linear_head, fit_ood
-from trainer.preprocessing import InputSpec
 from trainer.train import predict
 
 SETTINGS: dict[str, tuple[str, int, tuple[str, ...]]] = {

@@ -8,6 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from modelio.images import ACCEPTED_MEDIA_TYPES, ImageDecodeError
 from service.deps import (
     ApiKeyChecked,
     MetricsDep,
@@ -36,7 +37,6 @@ from service.schemas import (
 )
 from service.threads import run_blocking
 from service.uploads import openapi_form, read_files
-from trainer.preprocessing import ACCEPTED_MEDIA_TYPES, ImageDecodeError
 
 router = APIRouter()
 

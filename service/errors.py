@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from trainer.preprocessing import ACCEPTED_MEDIA_TYPES, ImageDecodeError
+from modelio.images import ACCEPTED_MEDIA_TYPES, ImageDecodeError
 
 log = logging.getLogger("service.errors")
 

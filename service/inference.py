@@ -1,8 +1,8 @@
-"""From uploaded bytes to a ranked answer, with the trainer's own preprocessing.
+"""From uploaded bytes to a ranked answer, with the preprocessing the model was trained with.
 
 Everything here is blocking CPU work (decode, resize, model); the routes run it in a
-worker thread. Decoding goes through :func:`trainer.preprocessing.decode_image` and
-:func:`~trainer.preprocessing.to_array`, the same functions that built the training
+worker thread. Decoding goes through :func:`modelio.images.decode_image` and
+:func:`~modelio.images.to_array`, the same functions that built the training
 set, so the model sees exactly what it was trained on.
 """
 
@@ -15,9 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from service.registry import LoadedModel
-from service.runtime import OOD_OUTPUT, OUTPUT_NAME
-from trainer.preprocessing import (
+from modelio.images import (
     ImageDecodeError,
     InputSpec,
     colourfulness,
@@ -25,6 +23,8 @@ from trainer.preprocessing import (
     load_array,
     to_array,
 )
+from service.registry import LoadedModel
+from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 
 #: Peak working memory per pixel of the shared decoder (decode, upright, to 8-bit,
 #: resize, colourfulness) by Pillow mode, from ru_maxrss on 3000x3000 PNGs: gray 1.0,

@@ -5,7 +5,7 @@ it once and uses only that, so replacing ``registry.current`` (a single attribut
 assignment, atomic in Python) never disturbs a request already running on the old one;
 the old interpreter is freed when its last request lets go of it.
 
-A version is served only after it passed :func:`trainer.artifact.check_version`, its
+A version is served only after it passed :func:`modelio.artifact.check_version`, its
 runtime loaded, and a warm-up inference returned a probability distribution of the
 right length. A version that fails is refused with one log line and remembered by its
 files' fingerprint, so it is not retried every poll but is retried once its files
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from modelio.artifact import ArtifactError, check_version, list_versions, version_dir
+from modelio.images import InputSpec
 from service.runtime import Predictor, load_predictor, warm_up
 from service.settings import Settings
-from trainer.artifact import ArtifactError, check_version, list_versions, version_dir
-from trainer.preprocessing import InputSpec
 
 log = logging.getLogger("service.registry")
 

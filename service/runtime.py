@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trainer.artifact import SAVED_MODEL_FILE, TFLITE_FILE, ArtifactError
-from trainer.preprocessing import InputSpec
+from modelio.artifact import SAVED_MODEL_FILE, TFLITE_FILE, ArtifactError
+from modelio.images import InputSpec
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"

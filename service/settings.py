@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trainer.preprocessing import DEFAULT_MAX_PIXELS
+from modelio.images import DEFAULT_MAX_PIXELS
 
 
 def _cpu_count() -> int:

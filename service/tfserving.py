@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
+from modelio.images import ImageDecodeError, InputSpec
 from service.deps import ApiKeyChecked, MetricsDep, RegistryDep, SettingsDep, current_model
 from service.errors import ServiceError, decode_error
 from service.inference import decode_array
@@ -32,7 +33,6 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.threads import run_blocking
-from trainer.preprocessing import ImageDecodeError, InputSpec
 
 router = APIRouter(prefix="/v1/models", tags=["tf-serving"])
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from trainer import artifact
+from modelio import artifact
+from modelio.images import InputSpec
 from trainer.errors import TrainerError
-from trainer.preprocessing import InputSpec
 
 #: Reference answers must match to this (probabilities absolute, OOD score relative).
 REFERENCE_TOLERANCE = 1e-4

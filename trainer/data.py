@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from trainer.errors import TrainerError
-from trainer.preprocessing import (
+from modelio.images import (
     ACCEPTED_SUFFIXES,
     ImageDecodeError,
     InputSpec,
     decode_image,
     to_array,
 )
+from trainer.errors import TrainerError
 
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train",

@@ -168,9 +168,10 @@ def evaluate_version(
     test folders when the data has any. Class folders are matched to the model's classes
     ignoring case; a class the model does not know is an error.
     """
-    from trainer import artifact, data  # noqa: PLC0415
+    from modelio import artifact  # noqa: PLC0415
+    from modelio.images import InputSpec  # noqa: PLC0415
+    from trainer import data  # noqa: PLC0415
     from trainer.errors import TrainerError  # noqa: PLC0415
-    from trainer.preprocessing import InputSpec  # noqa: PLC0415
 
     try:
         metadata = artifact.check_version(model_dir)

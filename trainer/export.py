@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from trainer import artifact
+from modelio import artifact
+from modelio.images import PREPROCESSING_DESCRIPTION, InputSpec
 from trainer.errors import TrainerError
-from trainer.preprocessing import PREPROCESSING_DESCRIPTION, InputSpec
 
 #: The exported TFLite model must reproduce the SavedModel's probabilities within this
 #: tolerance (measured: up to 3e-5 through a 60-layer pretrained backbone, float32 on two
@@ -66,7 +66,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
-    """TensorFlow twin of :func:`trainer.preprocessing.load_array` for the bytes signature.
+    """TensorFlow twin of :func:`modelio.images.load_array` for the bytes signature.
 
     Differences from the shared Python path (documented in metadata): no EXIF rotation,
     no 16-bit stretching, alpha dropped instead of composited; TIFF is not decoded.

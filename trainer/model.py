@@ -1,7 +1,7 @@
 """The CNN: a pure search space ``build_model(hp)`` and a plain ``make_model(...)`` factory.
 
 The model takes raw pixels (float32, 0..255) and scales them itself, so every caller feeds
-it the output of :func:`trainer.preprocessing.load_array` unchanged. Augmentation is *not*
+it the output of :func:`modelio.images.load_array` unchanged. Augmentation is *not*
 part of the model: it lives in the training pipeline (:mod:`trainer.augment`), so the
 exported graph is deterministic.
 """
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.preprocessing import InputSpec
+from modelio.images import InputSpec
 
 if TYPE_CHECKING:
     from trainer.forest import ForestTables

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from modelio.images import InputSpec
 from trainer import backbones, calibration, data, evaluate, export
 from trainer.augment import AugmentConfig, make_augmenter
 from trainer.errors import TrainerError
@@ -23,7 +24,6 @@ from trainer.model import (
     make_pretrained_model,
     with_temperature,
 )
-from trainer.preprocessing import InputSpec
 
 
 @dataclass(frozen=True)

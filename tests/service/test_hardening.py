@@ -106,6 +106,7 @@ def test_decode_budget_is_a_setting_and_ordinary_16bit_images_pass(serve, tiny_m
 
 
 def test_version_without_tflite_is_refused_and_tensorflow_never_imported(models_copy):
+    """Nor the trainer: the service reads images and model folders through modelio only."""
     (models_copy / MODEL / "1" / "model.tflite").unlink()
     script = textwrap.dedent(
         f"""
@@ -123,7 +124,9 @@ def test_version_without_tflite_is_refused_and_tensorflow_never_imported(models_
         [version] = models["versions"]
         assert version["state"] == "refused", version
         assert "BONEFRAC_RUNTIME" in version["reason"], version
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        loaded = sorted(
+            m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "trainer")
+        )
         assert not loaded, loaded
         print("OK", version["reason"])
         """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sample_images import colourful_png, encode, upload
 
-from trainer.artifact import read_metadata
+from modelio.artifact import read_metadata
 
 CLASSES_FILE_ORDER = "classes"
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from sample_images import encode
 
+from modelio.artifact import ArtifactError, read_metadata
+from modelio.images import InputSpec, load_array
 from service.runtime import SavedModelPredictor, TFLitePredictor, load_predictor, warm_up
-from trainer.artifact import ArtifactError, read_metadata
-from trainer.preprocessing import InputSpec, load_array
 
 MODEL = "bone-fracture"
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer import artifact, export
+from modelio import artifact
+from trainer import export
 from trainer.cli import main
 
 TINY = ["--image-size", "32", "--epochs", "1", "--quiet"]
@@ -118,7 +119,7 @@ def _fake_model_export(monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
 
 
 def _export(models: Path) -> Path:
-    from trainer.preprocessing import InputSpec
+    from modelio.images import InputSpec
 
     return export.export_version(
         object(),

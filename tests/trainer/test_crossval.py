@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelio.images import InputSpec
 from trainer import data
 from trainer.cli import main
 from trainer.crossval import grouped_folds
-from trainer.preprocessing import InputSpec
 
 
 def test_folds_are_disjoint_grouped_and_cover_everything(duplicated_dataset: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from fake_radiographs import radiograph, write
 from PIL import Image, ImageEnhance
 
+from modelio.images import InputSpec
 from trainer import data, synth
 from trainer.errors import TrainerError
-from trainer.preprocessing import InputSpec
 
 SPEC = InputSpec(16, 16, 1)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer import artifact
-from trainer.preprocessing import InputSpec, load_array
+from modelio import artifact
+from modelio.images import InputSpec, load_array
 
 MODEL_NAME = "bone-fracture"
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer import artifact, backbones, efficientnet_lite, heads
+from modelio import artifact
+from trainer import backbones, efficientnet_lite, heads
 from trainer.cli import main
 from trainer.torch_checkpoint import LEGACY_MAGIC, CheckpointError, load_state_dict
 

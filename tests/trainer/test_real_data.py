@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import artifact, data
-from trainer.preprocessing import InputSpec
+from modelio import artifact
+from modelio.images import InputSpec
+from trainer import data
 from trainer.train import TrainConfig, train
 
 

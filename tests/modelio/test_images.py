@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.preprocessing import (
+from modelio.images import (
     ImageDecodeError,
     InputSpec,
     colourfulness,

@@ -1,0 +1,10 @@
+"""What goes into a model and how a model sits on disk: the contract trainer and service share.
+
+- :mod:`modelio.images` decodes an uploaded or stored file (JPEG, PNG, ...; DICOM through
+  :mod:`modelio.dicom`) into the model's input, the one preprocessing both sides use.
+- :mod:`modelio.artifact` is the version folder's file layout (TF Serving's), readable
+  without TensorFlow.
+
+Only numpy, Pillow and pydicom are imported here, so the service and its tests never load
+the trainer's dependencies.
+"""
