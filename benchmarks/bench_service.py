@@ -44,8 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trainer.artifact import list_versions, read_metadata, version_dir  # noqa: E402
-from trainer.preprocessing import InputSpec, decode_image, to_array  # noqa: E402
+from modelio.artifact import list_versions, read_metadata, version_dir  # noqa: E402
+from modelio.images import InputSpec, decode_image, to_array  # noqa: E402
 
 REAL_DATA = REPO.parent / "shared/datasets/bone-break-classification"
 MODEL = "bone-fracture"
