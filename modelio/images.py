@@ -2,8 +2,10 @@
 
 The trainer builds its datasets with :func:`load_array` and the service feeds the model
 with the very same function, so the model sees at inference exactly what it saw in
-training. Only numpy and Pillow are used here: the service and the web page can import
-this module without TensorFlow.
+training. :func:`decode` is the one entry point: DICOM files (recognised by their
+``DICM`` marker, not by name) go to :mod:`modelio.dicom`, everything else to Pillow. Only
+numpy, Pillow and pydicom are used here: the service and the web page can import this
+module without TensorFlow.
 
 The model itself takes raw pixels (float32 in 0..255, NHWC); scaling to 0..1 lives inside
 the model, once.
@@ -19,6 +21,30 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from modelio.dicom import DicomFacts, decode_dicom, is_dicom
+from modelio.errors import DecodeNote, ErrorKind, ImageDecodeError
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "ACCEPTED_MEDIA_TYPES",
+    "ACCEPTED_SUFFIXES",
+    "DEFAULT_MAX_PIXELS",
+    "PREPROCESSING_DESCRIPTION",
+    "ColorMode",
+    "DecodeNote",
+    "Decoded",
+    "DicomFacts",
+    "ErrorKind",
+    "ImageDecodeError",
+    "InputSpec",
+    "colourfulness",
+    "decode",
+    "decode_image",
+    "is_dicom",
+    "load_array",
+    "to_array",
+]
+
 #: Container formats a user may hand us (Pillow's names). MPO is how Pillow names some
 #: camera JPEGs.
 ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
@@ -28,24 +54,18 @@ ACCEPTED_MEDIA_TYPES: tuple[str, ...] = (
     "image/bmp",
     "image/tiff",
     "image/webp",
+    "application/dicom",
 )
+#: File name suffixes taken as images. DICOM files often have none (or a UID for a
+#: name): the trainer also takes any file that starts like DICOM (:func:`is_dicom`).
 ACCEPTED_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 )
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 DEFAULT_MAX_PIXELS = 40_000_000
 
 ColorMode = Literal["grayscale", "rgb"]
-ErrorKind = Literal["empty", "not_image", "corrupt", "too_large"]
-
-
-class ImageDecodeError(ValueError):
-    """An input that cannot become a model input; ``kind`` says why, for status codes."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,11 @@ class InputSpec:
 #: Written into metadata.json so a reader knows what a client must do to feed the model.
 PREPROCESSING_DESCRIPTION: dict[str, str] = {
     "decode": "Pillow; EXIF orientation applied",
+    "dicom": (
+        "pydicom, first frame only: Modality LUT (rescale), then the VOI LUT or the first "
+        "Window Center/Width (else a 0.5-99.5 percentile window), MONOCHROME1 inverted, "
+        "Bits Stored respected, scaled to 8-bit"
+    ),
     "alpha": "composited onto black",
     "high_bit_depth": "16-bit and float images linearly stretched from their min..max to 0..255",
     "color": "grayscale = ITU-R 601 luma; rgb = colour kept, gray images replicated to 3",
@@ -87,15 +112,40 @@ PREPROCESSING_DESCRIPTION: dict[str, str] = {
 }
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode encoded bytes into an upright 8-bit ``L`` or ``RGB`` image.
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded upload: the 8-bit image, DICOM facts (None for other formats) and notes
+    a reader of the answer should see (e.g. only the first of several frames was used)."""
 
-    Raises :class:`ImageDecodeError` for empty input, non-images, unsupported formats,
-    truncated or corrupt files and images with more than ``max_pixels`` pixels; the
-    pixel count is checked from the header, before any pixel data is decoded.
+    image: Image.Image
+    dicom: DicomFacts | None = None
+    notes: tuple[DecodeNote, ...] = ()
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode encoded bytes (any accepted format, DICOM included) into an upright 8-bit
+    ``L`` or ``RGB`` image, with what the caller should pass on about it.
+
+    Raises :class:`ImageDecodeError` for empty input, non-images, unsupported formats or
+    DICOM transfer syntaxes, DICOM objects without an image, truncated or corrupt files
+    and images with more than ``max_pixels`` pixels; the pixel count is checked from the
+    header, before any pixel data is decoded.
     """
     if not data:
         raise ImageDecodeError("empty", "The file is empty.")
+    if is_dicom(data):
+        decoded = decode_dicom(data, max_pixels)
+        return Decoded(decoded.image, decoded.facts, decoded.notes)
+    return Decoded(_decode_with_pillow(data, max_pixels))
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`decode`'s image alone, for callers that need no DICOM facts or notes."""
+    return decode(data, max_pixels).image
+
+
+def _decode_with_pillow(data: bytes, max_pixels: int) -> Image.Image:
+    """Every non-DICOM format: through Pillow, header checked before the pixels."""
     try:
         with warnings.catch_warnings():  # our own pixel limit below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -109,7 +159,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     if image.format not in ACCEPTED_FORMATS:
         raise ImageDecodeError(
             "not_image",
-            f"Image format {image.format} is not accepted; use JPEG, PNG, BMP, TIFF or WebP.",
+            f"Image format {image.format} is not accepted; use JPEG, PNG, BMP, TIFF, WebP "
+            "or DICOM.",
         )
     width, height = image.size
     if width * height > max_pixels:
