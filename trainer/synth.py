@@ -16,12 +16,14 @@ in a bone-aligned coordinate frame with vectorised numpy (an X-ray is a projecti
 bone is drawn as the path length of a ray through a hollow cylinder), which takes a few
 milliseconds per 256 px image.
 
-Public API: :data:`CLASS_NAMES`, :func:`render`, :func:`write_dataset`,
+Public API: :data:`CLASS_NAMES`, :func:`render`, :func:`render_with_sign`,
+:func:`write_dataset`,
 :func:`contact_sheet`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import tempfile
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-__all__ = ["CLASS_NAMES", "contact_sheet", "render", "write_dataset"]
+__all__ = ["CLASS_NAMES", "contact_sheet", "render", "render_with_sign", "write_dataset"]
 
 #: The ten class folder names, spelled exactly as the real Kaggle dataset spells them.
 CLASS_NAMES: tuple[str, ...] = (
@@ -475,30 +477,66 @@ def render(class_name: str, rng: np.random.Generator, size: int = 256) -> Image.
 
     Raises ``ValueError`` for an unknown class name or a ``size`` below 32.
     """
+    return _render(class_name, rng, size, want_region=False)[0]
+
+
+def render_with_sign(
+    class_name: str, rng: np.random.Generator, size: int = 256
+) -> tuple[Image.Image, np.ndarray]:
+    """:func:`render`'s image (the same one for the same ``rng`` state) and where its sign is.
+
+    The second value is a boolean ``(height, width)`` mask of the pixels the class's sign
+    changed: the bone is projected once with the sign and once without it, from the same
+    random draws, and the mask keeps where the two differ by more than 5% of the bone's
+    strongest attenuation. It is what a heatmap of "where the model looked" should cover
+    (the behavioural test of the service's explanations).
+    """
+    image, region = _render(class_name, rng, size, want_region=True)
+    assert region is not None
+    return image, region
+
+
+def _render(
+    class_name: str, rng: np.random.Generator, size: int, *, want_region: bool
+) -> tuple[Image.Image, np.ndarray | None]:
     if class_name not in _SIGNS:
         raise ValueError(f"unknown class {class_name!r}; expected one of {', '.join(CLASS_NAMES)}")
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} px, got {size}")
 
     frame = _pose(rng, size)
-    scene = _Scene(
-        ub=frame.u,
-        vb=frame.v,
-        density=np.ones_like(frame.u),
-        extra=np.zeros_like(frame.u),
-        joint_shift=float(rng.normal(0.0, 0.04) * frame.radius),
-        joint_angle=float(math.radians(rng.normal(0.0, 3.0))),
-    )
+
+    def plain_scene() -> _Scene:
+        return _Scene(
+            ub=frame.u,
+            vb=frame.v,
+            density=np.ones_like(frame.u),
+            extra=np.zeros_like(frame.u),
+            joint_shift=joint_shift,
+            joint_angle=joint_angle,
+        )
+
+    joint_shift = float(rng.normal(0.0, 0.04) * frame.radius)
+    joint_angle = float(math.radians(rng.normal(0.0, 3.0)))
+    scene = plain_scene()
     px = size / 256.0  # one "pixel" of detail at the nominal 256 px size
     _SIGNS[class_name](scene, frame, rng, px)
-    image = _expose(_project(scene, frame, rng), frame, rng)
+    # _project's random draws do not depend on the scene: a copy of the generator
+    # projects the unbroken bone with exactly the same exposure and anatomy
+    twin = copy.deepcopy(rng) if want_region else None
+    attenuation = _project(scene, frame, rng)
+    region = None
+    if twin is not None:
+        difference = np.abs(attenuation - _project(plain_scene(), frame, twin))
+        region = difference > 0.05 * float(attenuation.max())
+    image = _expose(attenuation, frame, rng)
 
     if rng.random() < 0.5:  # a side marker burnt into a corner, as on real films
         _draw_marker(image, rng, size)
     image = image.filter(ImageFilter.GaussianBlur(radius=px * rng.uniform(0.3, 1.1)))
     noisy = np.asarray(image, dtype=np.float32)
     noisy += rng.normal(0.0, rng.uniform(2.0, 7.0), size=noisy.shape).astype(np.float32)
-    return Image.fromarray(np.clip(noisy, 0.0, 255.0).astype(np.uint8))
+    return Image.fromarray(np.clip(noisy, 0.0, 255.0).astype(np.uint8)), region
 
 
 def _draw_marker(image: Image.Image, rng: np.random.Generator, size: int) -> None:

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from trainer import synth
-from trainer.synth import CLASS_NAMES, contact_sheet, render, write_dataset
+from trainer.synth import CLASS_NAMES, contact_sheet, render, render_with_sign, write_dataset
 
 KAGGLE_CLASSES = (
     "Avulsion fracture",
@@ -118,6 +118,22 @@ def test_render_is_deterministic_for_a_generator_state() -> None:
     a = render("Spiral Fracture", np.random.default_rng(11), 64)
     b = render("Spiral Fracture", np.random.default_rng(11), 64)
     assert a.tobytes() == b.tobytes()
+
+
+def test_render_with_sign_gives_the_same_image_and_a_small_region_where_the_sign_is() -> None:
+    """The mask is what the explanation test scores heatmaps against."""
+    for index, name in enumerate(CLASS_NAMES):
+        plain = render(name, np.random.default_rng([3, index]), 128)
+        image, region = render_with_sign(name, np.random.default_rng([3, index]), 128)
+        assert image.tobytes() == plain.tobytes()
+        assert region.shape == (image.height, image.width)
+        assert region.dtype == bool
+        assert 0 < region.mean() < 0.4, name  # the sign, not the whole bone
+    # a hairline crack changes a thin band across the shaft only
+    _, hairline = render_with_sign("Hairline Fracture", np.random.default_rng(0), 128)
+    rows = np.flatnonzero(hairline.any(axis=1))
+    columns = np.flatnonzero(hairline.any(axis=0))
+    assert min(np.ptp(rows), np.ptp(columns)) < 0.35 * 128
 
 
 def test_render_refuses_unknown_class_and_tiny_size() -> None:
