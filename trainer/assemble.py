@@ -113,12 +113,15 @@ def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) 
     from trainer.train import predict_all  # noqa: PLC0415
 
     answers = predict_all(model, reference_images(spec))
+    if "reference_probabilities" not in arrays:
+        raise TrainerError("the shipped head records no reference probabilities")
     worst = 0.0
+    # outputs added after a head was shipped (class_maps) have no reference: they come
+    # from the same features and weights as the probabilities, which are checked
     for name, got in answers.items():
         expected = arrays.get(f"reference_{name}")
-        if expected is None:
-            raise TrainerError(f"the shipped head records no reference {name}")
-        worst = max(worst, output_difference(name, got, expected))
+        if expected is not None:
+            worst = max(worst, output_difference(name, got, expected))
     if not worst <= REFERENCE_TOLERANCE:
         raise TrainerError(
             f"the rebuilt model differs from the trained one by {worst:.2e}: is the "

@@ -140,6 +140,50 @@ def feature_extractor(
     return model
 
 
+def feature_maps(
+    name: str,
+    input_shape: tuple[int, int, int],
+    taps: tuple[str, ...] = ("head",),
+    *,
+    mirror: bool = False,
+) -> Any:
+    """A frozen Keras model: raw pixels 0..255 -> the tapped feature maps, a list in ``taps``
+    order, each ``(N, h, w, channels)``.
+
+    Pooled and concatenated, they are :func:`feature_extractor`'s features. With
+    ``mirror``, each map is averaged with the mirrored image's map flipped back, so a
+    position keeps meaning the same place in the image and the pooled average is the
+    same as :func:`feature_extractor`'s.
+    """
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    from trainer import efficientnet_lite  # noqa: PLC0415
+
+    state = state_dict(name)
+    network = efficientnet_lite.build(
+        state, input_shape, taps=taps, name=f"{name.replace('-', '_')}_maps", pooled=False
+    )
+    efficientnet_lite.load_weights(network, state)
+    network.trainable = False
+    inputs = keras.Input(input_shape, name="images")
+    maps = network(inputs)
+    maps = maps if isinstance(maps, list) else [maps]
+    if mirror:
+        flip = _mirror_layer()
+        back = network(flip(name="mirror")(inputs))
+        back = back if isinstance(back, list) else [back]
+        maps = [
+            layers.Average(name=f"mirror_average_{tap}")(
+                [plain, flip(name=f"mirror_back_{tap}")(flipped)]
+            )
+            for tap, plain, flipped in zip(taps, maps, back, strict=True)
+        ]
+    model = keras.Model(inputs, maps, name=f"{network.name}_{'mirrored' if mirror else 'plain'}")
+    model.trainable = False
+    return model
+
+
 @functools.cache
 def _mirror_layer() -> Any:
     """The layer class, built on first use so importing this module stays TF-free."""

@@ -89,6 +89,7 @@ def build(
     *,
     taps: tuple[str, ...] = ("head",),
     name: str = "efficientnet_lite",
+    pooled: bool = True,
 ) -> Any:
     """A Keras model: raw pixels 0..255 (1 or 3 channels) -> global-average-pooled features.
 
@@ -97,6 +98,10 @@ def build(
     input is copied to three channels inside the model. The ImageNet classifier is left
     out. Every layer is named after its PyTorch tensor prefix less the leading underscore
     (TensorFlow scope names cannot start with one), so :func:`load_weights` can find it.
+
+    With ``pooled=False`` the model outputs the tapped feature maps themselves, a list in
+    ``taps`` order, each ``(N, h, w, channels)``: a linear head over the pooled features
+    is then also a linear map over each position of them (class activation maps).
     """
     import keras  # noqa: PLC0415 - keep TensorFlow out of module import
     from keras import layers  # noqa: PLC0415
@@ -111,7 +116,7 @@ def build(
     x = _conv_bn(
         layers, x, int(stem.shape[0]), int(stem.shape[-1]), stride=2, names=("conv_stem", "bn0")
     )
-    pooled: dict[str, Any] = {}
+    maps: dict[str, Any] = {}
     for block in blocks:
         x = _block(
             layers,
@@ -122,17 +127,16 @@ def build(
         last_of_stage = (
             block.index == len(blocks) - 1 or blocks[block.index + 1].stage != block.stage
         )
-        if last_of_stage and f"stage{block.stage + 1}" in taps:
-            pooled[f"stage{block.stage + 1}"] = layers.GlobalAveragePooling2D(
-                name=f"pool_stage{block.stage + 1}"
-            )(x)
+        if last_of_stage:
+            maps[f"stage{block.stage + 1}"] = x
     head = state["_conv_head.weight"]
-    x = _conv_bn(layers, x, int(head.shape[0]), 1, stride=1, names=("conv_head", "bn1"))
-    pooled["head"] = layers.GlobalAveragePooling2D(name="pool_head")(x)
-    unknown = [tap for tap in taps if tap not in pooled]
+    maps["head"] = _conv_bn(layers, x, int(head.shape[0]), 1, stride=1, names=("conv_head", "bn1"))
+    unknown = [tap for tap in taps if tap not in maps]
     if unknown or not taps:
         raise ValueError(f"unknown feature taps {unknown or taps}; use head, stage1..stage7")
-    features = [pooled[tap] for tap in taps]
+    if not pooled:
+        return keras.Model(inputs, [maps[tap] for tap in taps], name=name)
+    features = [layers.GlobalAveragePooling2D(name=f"pool_{tap}")(maps[tap]) for tap in taps]
     out = features[0] if len(features) == 1 else layers.Concatenate(name="features")(features)
     return keras.Model(inputs, out, name=name)
 

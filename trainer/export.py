@@ -97,9 +97,14 @@ def _bytes_to_input(spec: InputSpec) -> Callable[[Any], Any]:
 
 
 def output_difference(name: str, got: np.ndarray, expected: np.ndarray) -> float:
-    """The largest difference of one output: absolute for probabilities, relative to the
-    value (at least 1) for a score such as ``ood_score``, whose scale is its threshold's."""
-    error = np.abs(np.asarray(got) - np.asarray(expected))
+    """The largest difference of one output: absolute for probabilities; relative to the
+    value (at least 1) for a score such as ``ood_score``, whose scale is its threshold's;
+    relative to the largest value (at least 1) for ``class_maps``, which are shown scaled
+    to their peak, so an error small next to the peak is invisible."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    error = np.abs(got - expected)
+    if name == "class_maps":
+        return float(np.max(error) / max(float(np.max(np.abs(expected), initial=0.0)), 1.0))
     if name != "probabilities":
         error = error / np.maximum(np.abs(expected), 1.0)
     return float(np.max(error))
@@ -209,7 +214,9 @@ def export_version(
             "classes": list(classes),
             "input": spec.to_dict(),
             "preprocessing": PREPROCESSING_DESCRIPTION,
-            "signatures": _signature_docs(spec, len(classes), "out_of_distribution" in metadata),
+            "signatures": _signature_docs(
+                spec, len(classes), "out_of_distribution" in metadata, _class_map_grid(model)
+            ),
             "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
             "tflite_max_abs_diff": tflite_diff["probabilities"],
             **({"tflite_max_diff": tflite_diff} if len(tflite_diff) > 1 else {}),
@@ -222,12 +229,28 @@ def export_version(
         raise
 
 
-def _signature_docs(spec: InputSpec, num_classes: int, ood: bool) -> dict[str, Any]:
+def _class_map_grid(model: Any) -> tuple[int, int] | None:
+    """The ``(h, w)`` grid of a model's ``class_maps`` output, or None without one."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    maps = outputs.get("class_maps")
+    return None if maps is None else (int(maps.shape[1]), int(maps.shape[2]))
+
+
+def _signature_docs(
+    spec: InputSpec, num_classes: int, ood: bool, grid: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """What each SavedModel signature takes and returns, for metadata.json."""
     shape = f"[batch,{spec.height},{spec.width},{spec.channels}]"
     outputs = {"probabilities": f"float32[batch,{num_classes}] softmax"}
     if ood:
         outputs["ood_score"] = "float32[batch] distance from the training images; > 1: unlike them"
+    if grid is not None:
+        outputs["class_maps"] = (
+            f"float32[batch,{grid[0]},{grid[1]},{num_classes}] class activation maps over the "
+            "image (stretched to the model's input): each class's logit minus the mean of all "
+            "logits, split over positions (averaged over positions, plus the head's bias, "
+            "it gives that difference back)"
+        )
     return {
         "serving_default": {
             "inputs": {"images": f"float32{shape} raw pixels 0..255"},

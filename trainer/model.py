@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from modelio.images import InputSpec
 
 if TYPE_CHECKING:
@@ -148,32 +150,76 @@ def make_pretrained_model(
 
     ``hparams`` says which features (``feature_taps``, ``feature_mirror``) feed the head.
     Outputs ``probabilities`` (the head's softmax, ``temperature`` folded into its
-    weights) and, with ``ood``, ``ood_score``: the features' distance from the training
-    radiographs over the calibrated threshold, so above 1 means "unlike anything it learned
-    from". Nothing in it is trained by Keras; the standardisation is folded into the
-    ``logits`` layer.
+    weights), ``class_maps`` (where in the image the evidence for each class lies, see
+    :func:`_class_maps`) and, with ``ood``, ``ood_score``: the features' distance from the
+    training radiographs over the calibrated threshold, so above 1 means "unlike anything
+    it learned from". Nothing in it is trained by Keras; the standardisation is folded
+    into the ``logits`` layer.
     """
     import keras  # noqa: PLC0415
     from keras import layers  # noqa: PLC0415
 
-    from trainer.backbones import feature_extractor  # noqa: PLC0415
+    from trainer.backbones import feature_maps  # noqa: PLC0415
 
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="images")
     shape = (spec.height, spec.width, spec.channels)
-    features = feature_extractor(
-        backbone, shape, hparams.feature_taps, mirror=hparams.feature_mirror
-    )(inputs)
+    taps = hparams.feature_taps
+    maps = feature_maps(backbone, shape, taps, mirror=hparams.feature_mirror)(inputs)
+    maps = maps if isinstance(maps, list) else [maps]
+    pooled = [
+        layers.GlobalAveragePooling2D(name=f"pool_{tap}")(m)
+        for tap, m in zip(taps, maps, strict=True)
+    ]
+    features = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="features")(pooled)
     dense = layers.Dense(len(head.bias), name="logits")
     logits = dense(features)
-    kernel = head.weights / head.scale[:, None]
-    bias = head.bias - (head.mean / head.scale) @ head.weights
-    dense.set_weights(
-        [(kernel / temperature).astype("float32"), (bias / temperature).astype("float32")]
-    )
-    outputs = {"probabilities": layers.Softmax(name="probabilities")(logits)}
+    kernel = (head.weights / head.scale[:, None] / temperature).astype("float32")
+    bias = (head.bias - (head.mean / head.scale) @ head.weights) / temperature
+    dense.set_weights([kernel, bias.astype("float32")])
+    outputs = {
+        "probabilities": layers.Softmax(name="probabilities")(logits),
+        "class_maps": _class_maps(maps, taps, kernel),
+    }
     if ood is not None:
         outputs["ood_score"] = OodScore(ood, name="ood_score")(features)
     return keras.Model(inputs, outputs, name=f"bone_fracture_{backbone.replace('-', '_')}")
+
+
+def _class_maps(maps: list[Any], taps: tuple[str, ...], kernel: np.ndarray) -> Any:
+    """Class activation maps of a linear head over pooled feature maps: ``(N, h, w, classes)``.
+
+    The head's logit for class k is the average over positions of ``map(x, y) @ kernel_k``
+    (pooling is an average and the head is linear), so that product, position by
+    position, splits the logit over the image exactly (Zhou et al.'s CAM). Each tap's
+    map is projected with its rows of the kernel and repeated up to the finest tap's grid
+    (nearest neighbour, which keeps the average). The mean over classes is taken out of
+    the kernel first: the softmax ignores what raises every class alike (the bone itself),
+    so what is left is the evidence for one class *over the others*.
+    """
+    from keras import layers  # noqa: PLC0415
+
+    contrast = kernel - kernel.mean(axis=1, keepdims=True)
+    height = max(int(m.shape[1]) for m in maps)
+    width = max(int(m.shape[2]) for m in maps)
+    parts, row = [], 0
+    for tap, feature_map in zip(taps, maps, strict=True):
+        channels = int(feature_map.shape[-1])
+        project = layers.Dense(contrast.shape[1], use_bias=False, name=f"class_map_{tap}")
+        part = project(feature_map)
+        project.set_weights([contrast[row : row + channels]])
+        row += channels
+        h, w = int(feature_map.shape[1]), int(feature_map.shape[2])
+        if (h, w) != (height, width):
+            if height % h == 0 and width % w == 0:
+                part = layers.UpSampling2D((height // h, width // w), name=f"repeat_{tap}")(part)
+            else:
+                part = layers.Resizing(
+                    height, width, interpolation="nearest", name=f"repeat_{tap}"
+                )(part)
+        parts.append(part)
+    if len(parts) == 1:
+        return layers.Identity(name="class_maps")(parts[0])
+    return layers.Add(name="class_maps")(parts)
 
 
 def gradient_features_model(spec: InputSpec, hparams: Hyperparameters) -> Any:

@@ -206,6 +206,43 @@ def test_linear_head_learns_separable_classes_and_folds_like_sklearn() -> None:
     assert head.c in heads.C_GRID
 
 
+@pytest.mark.parametrize(("taps", "mirror"), [(("head",), False), (("stage4", "head"), True)])
+def test_class_maps_split_each_logits_lead_over_the_image_exactly(taps, mirror) -> None:
+    """Averaged over positions, a class's map is its logit minus the mean logit (less the
+    bias): the explanation is an account of the answer, also for mirror-averaged
+    features and taps at two resolutions."""
+    from modelio.images import InputSpec
+    from trainer.backbones import feature_extractor
+    from trainer.model import Hyperparameters, make_pretrained_model
+
+    spec = InputSpec(96, 128, 1)
+    shape = (spec.height, spec.width, spec.channels)
+    extractor = feature_extractor("efficientnet-lite0", shape, taps, mirror=mirror)
+    width = int(extractor.output.shape[-1])
+    rng = np.random.default_rng(0)
+    head = heads.LinearHead(
+        mean=rng.normal(size=width),
+        scale=rng.uniform(0.5, 2.0, width),
+        weights=rng.normal(size=(width, 4)) * 0.05,
+        bias=rng.normal(size=4),
+        c=1.0,
+    )
+    hparams = Hyperparameters(head="linear", feature_taps=taps, feature_mirror=mirror)
+    model = make_pretrained_model(spec, "efficientnet-lite0", hparams, head)
+    images = rng.uniform(0, 255, (2, *shape)).astype(np.float32)
+    answer = model(images)
+    maps = np.asarray(answer["class_maps"])
+    # stride 16 with stage4 (the head's stride-32 map repeated up to it), else 32
+    assert maps.shape == ((2, 6, 8, 4) if "stage4" in taps else (2, 3, 4, 4))
+
+    features = np.asarray(extractor(images))
+    np.testing.assert_allclose(answer["probabilities"], head.probabilities(features), atol=1e-5)
+    lead = head.logits(features) - head.bias + (head.mean / head.scale) @ head.weights
+    lead -= lead.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), lead, atol=1e-4)
+    assert np.ptp(maps[..., 0]) > 0  # and it varies over the image
+
+
 def test_ood_threshold_flags_few_like_the_training_set_and_all_far_away() -> None:
     rng = np.random.default_rng(1)
     mixing = rng.normal(0, 1, (30, 200))
@@ -252,6 +289,7 @@ def test_pretrained_recipe_exports_probabilities_ood_score_and_head(lite0_versio
     assert metadata["signatures"]["serving_default"]["outputs"].keys() == {
         "probabilities",
         "ood_score",
+        "class_maps",
     }
     ood = metadata["out_of_distribution"]
     assert ood["warn_above"] == 1.0
@@ -266,6 +304,7 @@ def test_pretrained_recipe_exports_probabilities_ood_score_and_head(lite0_versio
     noise = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 1)).astype(np.float32)
     answer = runner(images=noise)
     assert answer["probabilities"].shape == (1, 10)
+    assert answer["class_maps"].shape == (1, 7, 7, 10)  # Lite0's head at 224 px, stride 32
     assert answer["ood_score"][0] > 1.0  # noise is nothing like a drawing of a bone
 
 
