@@ -1,0 +1,53 @@
+"""Where the model looked: a heatmap from the model's ``class_maps`` output.
+
+Models on a pretrained backbone under a linear head export ``class_maps`` beside their
+probabilities (:func:`trainer.model.make_pretrained_model`): for each class, the
+evidence for it over the other classes at each position of a coarse grid laid over the
+image (class activation maps). Averaged over the grid, a class's map gives back its
+logit's lead over the mean logit, so the map is an exact account of the answer, not a
+second model's guess. It says where the features that pushed the answer lay; it is not a
+segmentation and not proof of a fracture.
+
+The heatmap shows only positive evidence (0 = none, 255 = the image's strongest), resized
+bilinearly to the image as the user sees it (after EXIF rotation or DICOM decoding): the
+model saw that whole image stretched to its input, so the grid covers it edge to edge.
+Computed here with numpy and Pillow, so explanations need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+#: The name of the model output holding the maps, ``(N, h, w, classes)``.
+CLASS_MAPS_OUTPUT = "class_maps"
+METHOD = "class-activation-map"
+#: The longer side of the returned heatmap at most; a smaller image keeps its own size.
+MAX_SIDE = 512
+
+
+def heatmap(class_map: np.ndarray, size: tuple[int, int], max_side: int = MAX_SIDE) -> np.ndarray:
+    """One class's ``(h, w)`` map as an 8-bit ``(height, width)`` heatmap.
+
+    ``size`` is the image's ``(width, height)`` as the user sees it; the result keeps its
+    aspect ratio, its longer side at most ``max_side``. Negative evidence (for other
+    classes) is 0; a map with no positive value at all is all 0.
+    """
+    width, height = size
+    shrink = min(1.0, max_side / max(width, height, 1))
+    out_size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+    positive = np.maximum(np.nan_to_num(np.asarray(class_map, np.float32), nan=0.0), 0.0)
+    peak = float(positive.max()) if positive.size else 0.0
+    scaled = positive * (255.0 / peak) if peak > 0 else np.zeros_like(positive)
+    resized = Image.fromarray(scaled, mode="F").resize(out_size, Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized), 0.0, 255.0).round().astype(np.uint8)
+
+
+def heatmap_png(class_map: np.ndarray, size: tuple[int, int], max_side: int = MAX_SIDE) -> str:
+    """:func:`heatmap` as a base64 8-bit gray PNG, ready for JSON."""
+    buffer = io.BytesIO()
+    Image.fromarray(heatmap(class_map, size, max_side), mode="L").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,114 @@
+"""Explanations: the heatmap drawn from a model's class maps, and whether it points at the sign.
+
+The behavioural test trains a small pretrained-backbone model on synthetic radiographs,
+whose generator knows where it drew each fracture sign, and checks that the heatmap's
+peak lands on the sign far more often than a random point would.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.explain import heatmap, heatmap_png
+
+# ------------------------------------------------------------------------ the heatmap
+
+
+def test_heatmap_keeps_the_images_orientation_and_aspect_ratio() -> None:
+    """Evidence in the grid's top-left cell lights the top-left of a wide image."""
+    grid = np.zeros((4, 4), np.float32)
+    grid[0, 0] = 3.0
+    out = heatmap(grid, (800, 400))
+    assert out.shape == (256, 512)  # (height, width), longer side capped at 512
+    assert out.dtype == np.uint8
+    assert out.max() == 255
+    y, x = np.unravel_index(int(np.argmax(out)), out.shape)
+    assert y < out.shape[0] / 4
+    assert x < out.shape[1] / 4
+    assert out[-1, -1] == 0
+    assert heatmap(grid, (30, 90)).shape == (90, 30)  # a small image keeps its size
+
+
+def test_negative_and_missing_evidence_is_zero() -> None:
+    grid = np.array([[-2.0, -1.0], [np.nan, -0.5]], np.float32)
+    assert not heatmap(grid, (64, 64)).any()
+    grid[1, 1] = 0.5
+    out = heatmap(grid, (64, 64))
+    assert out.max() == 255
+    assert out[0, 0] == 0
+
+
+def test_heatmap_png_is_an_8_bit_gray_png() -> None:
+    grid = np.arange(12, dtype=np.float32).reshape(3, 4)
+    image = Image.open(io.BytesIO(base64.b64decode(heatmap_png(grid, (100, 75)))))
+    assert image.format == "PNG"
+    assert image.mode == "L"
+    assert image.size == (100, 75)
+
+
+# ------------------------------------------------------------- behaviour on synthetics
+
+#: Fresh test images per class (never seen in training), and the size they are drawn at.
+PER_CLASS = 8
+SIZE = 224
+
+
+@pytest.fixture(scope="module")
+def synthetic_explainer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``--recipe pretrained-lite0-stages`` on 20 synthetic radiographs per class."""
+    from trainer.cli import main
+    from trainer.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("explainer")
+    write_dataset(root / "data", per_class=20, size=SIZE, seed=0)
+    args = ["--data", str(root / "data"), "--models", str(root / "models"), "--quiet"]
+    assert main(["train", *args, "--recipe", "pretrained-lite0-stages"]) == 0
+    return root / "models" / "bone-fracture" / "1"
+
+
+def _grown(region: np.ndarray, radius: tuple[int, int]) -> np.ndarray:
+    """The region grown by ``radius`` pixels (rows, columns): a grid cell's centre may sit
+    half a cell away from a thin crack it covers."""
+    ry, rx = radius
+    padded = np.pad(region, ((ry, ry), (rx, rx)))
+    grown = np.zeros_like(region)
+    for dy in range(2 * ry + 1):
+        for dx in range(2 * rx + 1):
+            grown |= padded[dy : dy + region.shape[0], dx : dx + region.shape[1]]
+    return grown
+
+
+@pytest.mark.slow
+def test_heatmap_peak_falls_on_the_drawn_fracture_sign(synthetic_explainer: Path) -> None:
+    """Measured: the peak lands on the sign (grown by half a grid cell) in 75% of 80 fresh
+    images, where a random point would in 16% (the grown regions' mean area)."""
+    from modelio.images import InputSpec, to_array
+    from service.runtime import load_predictor
+    from trainer.synth import CLASS_NAMES, render_with_sign
+
+    metadata = json.loads((synthetic_explainer / "metadata.json").read_text())
+    spec = InputSpec.from_dict(metadata["input"])
+    predictor = load_predictor(synthetic_explainer, runtime="tflite")
+    hits, chance = [], []
+    for k, name in enumerate(CLASS_NAMES):
+        for i in range(PER_CLASS):
+            image, region = render_with_sign(name, np.random.default_rng([99, k, i]), SIZE)
+            maps = predictor.run(to_array(image, spec)[np.newaxis])["class_maps"][0, :, :, k]
+            heat = heatmap(maps, image.size)
+            assert heat.shape == region.shape
+            cell = (region.shape[0] // maps.shape[0], region.shape[1] // maps.shape[1])
+            target = _grown(region, (cell[0] // 2, cell[1] // 2))
+            y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+            hits.append(bool(target[y, x]))
+            chance.append(float(target.mean()))
+    rate, baseline = float(np.mean(hits)), float(np.mean(chance))
+    print(f"heatmap peak on the sign: {rate:.0%} of {len(hits)}; chance {baseline:.0%}")
+    assert rate >= 0.5
+    assert rate >= 2.5 * baseline
