@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, suppress
 from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import api, tfserving
 from service.auth import ApiKeyMiddleware
@@ -35,6 +36,35 @@ Classifies bone-fracture radiographs with the model the `trainer` exports to
 shape `{"error": {"code": ..., "message": ...}}`. TF Serving clients can use
 `POST /v1/models/{name}:predict` unchanged.
 """
+
+
+REPLICA_HEADER = "X-Bonefrac-Replica"
+
+
+class ReplicaHeaderMiddleware:
+    """Adds ``X-Bonefrac-Replica: <replica_id>`` to every HTTP answer.
+
+    Behind a load balancer (Compose DNS, a Kubernetes Service) a client cannot otherwise
+    tell which replica answered; the header lets it see the spread and lets logs be
+    matched to a pod. Plain ASGI, outermost, so early answers (401, 413) carry it too and
+    no request pays for a BaseHTTPMiddleware task.
+    """
+
+    def __init__(self, app: ASGIApp, replica_id: str) -> None:
+        self.app = app
+        self.header = (REPLICA_HEADER.lower().encode("latin-1"), replica_id.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 async def _poll_for_versions(registry: ModelRegistry, interval_s: float) -> None:
@@ -107,7 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
+            expose_headers=[REPLICA_HEADER],
         )
+    app.add_middleware(ReplicaHeaderMiddleware, replica_id=settings.replica_id)
     app.include_router(api.router)
     app.include_router(tfserving.router)
     install_docs(app)

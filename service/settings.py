@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -90,6 +91,15 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Default address for python -m service")
     port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Name this process gives in the X-Bonefrac-Replica header of every "
+        "answer, so clients and tests can see which replica served them; default: the "
+        "hostname (a container's or pod's name)",
+    )
     log_level: str = Field("info", description="uvicorn and service log level")
     access_log: bool = Field(False, description="Log every request (metrics count them anyway)")
 
