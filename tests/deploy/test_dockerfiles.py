@@ -120,7 +120,9 @@ def test_runs_as_non_root_with_a_python_healthcheck(dockerfile: str) -> None:
     assert users, "no USER: the container would run as root"
     assert users[-1].split(":")[0] not in {"0", "root"}
     (check,) = [line for line in instructions if line.startswith("HEALTHCHECK ")]
-    assert '"python", "-c"' in check  # slim images have no curl
+    # slim images have no curl; one space-free argument survives podman's Docker API
+    assert '"python", "/opt/bonefrac/healthcheck.py", "http://127.0.0.1:' in check
+    assert "COPY deploy/healthcheck.py /opt/bonefrac/healthcheck.py" in instructions
     expected = "/readyz" if dockerfile == "Dockerfile.service" else "/_stcore/health"
     assert expected in check
     first_stage = next(iter(stages(dockerfile).values()))
@@ -157,3 +159,53 @@ def test_copied_sources_exist_and_pass_dockerignore(dockerfile: str) -> None:
         assert included(source), f"{source} is excluded by .dockerignore"
     assert not included(".venv")
     assert not included("models")
+
+
+def test_service_image_holds_no_trainer_and_page_image_holds_modelio() -> None:
+    """The service imports modelio/, never trainer/; the page decodes DICOM with modelio."""
+    service = stages("Dockerfile.service")
+    copied = {
+        stage: [line.split()[1] for line in lines if line.startswith("COPY ")]
+        for stage, lines in service.items()
+    }
+    assert "trainer/" not in copied["base"] + copied["service"]
+    assert "trainer/" in copied["trainer"]
+    assert "modelio/" in copied["base"]
+    ui = [line.split()[1] for line in final_stage("Dockerfile.ui") if line.startswith("COPY ")]
+    assert "modelio/" in ui
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"), [(200, 0), (503, 1), (None, 1)], ids=["ok", "not-ready", "down"]
+)
+def test_healthcheck_script_exit_codes(answer: int | None, expected: int) -> None:
+    """deploy/healthcheck.py against a real local server: 0 only for a 2xx answer."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answer or 500)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    if answer is None:
+        server.server_close()  # nothing listens on the port any more
+    else:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "deploy/healthcheck.py"), f"http://127.0.0.1:{port}/r"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        if answer is not None:
+            server.shutdown()
+            server.server_close()
+    assert result.returncode == expected
