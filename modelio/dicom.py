@@ -72,10 +72,14 @@ _PERCENTILE_SAMPLES = 1_000_000
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 # pydicom logs what it warns about, and some of its messages quote element values (an
-# invalid Patient Name, a too-long Patient ID). Nothing of that may reach a log.
+# invalid Patient Name, a too-long Patient ID). Nothing of that may reach a log or stderr:
+# its logger is silenced, and its warnings are ignored for the whole process, because the
+# local suppression around each decode (_quiet) is not thread-safe (warnings filters are
+# global) and the service decodes in several threads at once.
 _PYDICOM_LOG = logging.getLogger("pydicom")
 _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
 _PYDICOM_LOG.propagate = False
+warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
 def is_dicom(data: bytes) -> bool:
@@ -163,7 +167,8 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """pydicom's warnings silenced: their texts may quote element values."""
+    """pydicom's warnings silenced here too: a caller's own filters (pytest's "error")
+    come before the process-wide one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
