@@ -25,6 +25,7 @@ from service.schemas import (
     BatchResponse,
     ClassesResponse,
     ClassProbability,
+    DicomInfo,
     ErrorDetail,
     ErrorResponse,
     Health,
@@ -43,8 +44,15 @@ router = APIRouter()
 _UPLOAD_ERRORS = {
     400: {"model": ErrorResponse, "description": "Empty file"},
     413: {"model": ErrorResponse, "description": "Upload or image over the size limits"},
-    415: {"model": ErrorResponse, "description": "Not an accepted image type"},
-    422: {"model": ErrorResponse, "description": "Corrupt image, or missing form field"},
+    415: {
+        "model": ErrorResponse,
+        "description": "Not an accepted image type, or a DICOM transfer syntax no codec reads",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "Corrupt or truncated image, a DICOM object without an image, or a "
+        "missing form field",
+    },
     401: {"model": ErrorResponse, "description": "API key missing or wrong (when one is set)"},
     503: {"model": ErrorResponse, "description": "No model loaded; says how to train one"},
 }
@@ -75,6 +83,7 @@ def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
         warnings=[PredictionWarning(code=w.code, message=w.message) for w in ranked.warnings],
         ood_score=ranked.ood_score,
         trained_on=model.trained_on,
+        dicom=None if ranked.dicom is None else DicomInfo(**ranked.dicom.to_dict()),
     )
 
 
@@ -106,7 +115,9 @@ async def _classify(
     dependencies=[ApiKeyChecked],
     tags=["predict"],
     summary="Classify one radiograph",
-    openapi_extra=openapi_form("file", f"The radiograph: {IMAGE_TYPES}; any bit depth"),
+    openapi_extra=openapi_form(
+        "file", f"The radiograph: {IMAGE_TYPES} (DICOM: first frame); any bit depth"
+    ),
 )
 async def predict(request: Request, model: ServedModelDep) -> Response:
     """Upload one image as form field ``file``; get every class ranked, with warnings."""

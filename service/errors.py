@@ -26,6 +26,8 @@ DECODE_ERRORS: dict[str, tuple[int, str]] = {
     "not_image": (415, "unsupported_media_type"),
     "corrupt": (422, "invalid_image"),
     "too_large": (413, "image_too_large"),
+    "unsupported_encoding": (415, "unsupported_transfer_syntax"),  # DICOM, names the syntax
+    "no_pixels": (422, "no_image"),  # a DICOM object without an image (a report, ...)
 }
 
 _STATUS_CODES: dict[int, str] = {

@@ -1,8 +1,8 @@
 """From uploaded bytes to a ranked answer, with the preprocessing the model was trained with.
 
 Everything here is blocking CPU work (decode, resize, model); the routes run it in a
-worker thread. Decoding goes through :func:`modelio.images.decode_image` and
-:func:`~modelio.images.to_array`, the same functions that built the training
+worker thread. Decoding goes through :func:`modelio.images.decode` (DICOM included)
+and :func:`~modelio.images.to_array`, the same functions that built the training
 set, so the model sees exactly what it was trained on.
 """
 
@@ -15,11 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from modelio.dicom import read_geometry
 from modelio.images import (
+    DecodeNote,
+    DicomFacts,
     ImageDecodeError,
     InputSpec,
     colourfulness,
-    decode_image,
+    decode,
+    is_dicom,
     load_array,
     to_array,
 )
@@ -56,11 +60,23 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 #: The dearest mode a JPEG decodes to (CMYK, or RGB with an EXIF rotation).
 JPEG_MAX_BYTES_PER_PIXEL = 8
 _TRANSPARENT_BYTES = 16  # a gray or RGB image with a transparent colour is composited
+#: Peak working memory per pixel of a DICOM decode (first frame, Modality LUT, VOI,
+#: to 8-bit), from ru_maxrss: 9 (16-bit, percentile window) to 25 bytes (16-bit with
+#: rescale and window, or JPEG 2000 lossless), 21 for 8-bit RGB, on 3000x3000 synthetic
+#: files and the pydicom-data radiographs. Rounded up: a 4096x4096 plate passes 512 MiB.
+DICOM_BYTES_PER_PIXEL = 32
 
 
 def decode_cost(data: bytes) -> tuple[int, int, str, int] | None:
     """``(width, height, mode, estimated bytes)`` from the header alone, or None when the
     header is unreadable (the shared decoder then gives the precise error)."""
+    if is_dicom(data):
+        geometry = read_geometry(data)
+        if geometry is None:
+            return None
+        width, height = geometry.columns, geometry.rows
+        mode = f"DICOM {geometry.samples}x{geometry.bits_allocated}-bit"
+        return width, height, mode, width * height * DICOM_BYTES_PER_PIXEL
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -83,8 +99,14 @@ def check_decode_cost(data: bytes, max_decode_bytes: int, max_pixels: int) -> No
     Pillow's header, before any pixel is decoded. JPEGs (8-bit gray, RGB or CMYK only) are
     skipped when the pixel cap already bounds them: parsing their header a second time
     was the dearest part of the check, and they are most of what radiographs come as.
+    DICOM files are always checked (their cost is read from the DICOM header; a DICOM
+    preamble may itself start like a JPEG).
     """
-    if data[:3] == JPEG_MAGIC and max_pixels * JPEG_MAX_BYTES_PER_PIXEL <= max_decode_bytes:
+    if (
+        data[:3] == JPEG_MAGIC
+        and max_pixels * JPEG_MAX_BYTES_PER_PIXEL <= max_decode_bytes
+        and not is_dicom(data)
+    ):
         return  # a JPEG within the pixel cap cannot exceed the budget: skip the header parse
     cost = decode_cost(data)
     if cost is not None and cost[3] > max_decode_bytes:
@@ -119,6 +141,7 @@ class Ranked:
     probabilities: tuple[float, ...]
     warnings: tuple[PredictionWarning, ...]
     ood_score: float | None = None  # > 1: unlike the training images; None: no such check
+    dicom: DicomFacts | None = None  # non-identifying facts of a DICOM upload
 
     @property
     def label(self) -> str:
@@ -131,17 +154,24 @@ class Ranked:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A decoded upload: model input plus what the warnings need."""
+    """A decoded upload: model input plus what the warnings and the answer need."""
 
     pixels: np.ndarray
     colourfulness: float
+    dicom: DicomFacts | None = None
+    notes: tuple[DecodeNote, ...] = ()
 
 
 def prepare(data: bytes, model: LoadedModel, max_pixels: int, max_decode_bytes: int) -> Prepared:
     """Decode and resize one upload; raises :class:`ImageDecodeError`."""
     check_decode_cost(data, max_decode_bytes, max_pixels)
-    image = decode_image(data, max_pixels=max_pixels)
-    return Prepared(pixels=to_array(image, model.spec), colourfulness=colourfulness(image))
+    decoded = decode(data, max_pixels=max_pixels)
+    return Prepared(
+        pixels=to_array(decoded.image, model.spec),
+        colourfulness=colourfulness(decoded.image),
+        dicom=decoded.dicom,
+        notes=decoded.notes,
+    )
 
 
 def rank(
@@ -152,8 +182,11 @@ def rank(
     confidence_threshold: float,
     colour_threshold: float,
     ood_score: float | None = None,
+    notes: tuple[DecodeNote, ...] = (),
+    dicom: DicomFacts | None = None,
 ) -> Ranked:
-    """Sort classes by probability (renormalised in float64 so they sum to 1)."""
+    """Sort classes by probability (renormalised in float64 so they sum to 1); the
+    decoder's notes (e.g. ``multi_frame``) follow the model's own warnings."""
     probs = np.asarray(probabilities, dtype=np.float64)
     probs = np.clip(probs, 0.0, None)
     total = probs.sum()
@@ -185,11 +218,13 @@ def rank(
                 "are gray, so this is probably not an X-ray and the answer is meaningless.",
             )
         )
+    warnings.extend(PredictionWarning(note.code, note.message) for note in notes)
     return Ranked(
         labels=tuple(classes[i] for i in order),
         probabilities=tuple(float(probs[i]) for i in order),
         warnings=tuple(warnings),
         ood_score=None if ood_score is None else round(float(ood_score), 4),
+        dicom=dicom,
     )
 
 
@@ -226,6 +261,8 @@ def classify(
                 confidence_threshold=confidence_threshold,
                 colour_threshold=colour_threshold,
                 ood_score=None if scores is None else float(next(scores)),
+                notes=item.notes,
+                dicom=item.dicom,
             )
         )
     return results

@@ -26,8 +26,29 @@ class ClassProbability(BaseModel):
 
 
 class PredictionWarning(BaseModel):
-    code: Literal["low_confidence", "not_radiograph", "unfamiliar_image"]
+    code: Literal["low_confidence", "not_radiograph", "unfamiliar_image", "multi_frame"]
     message: str
+
+
+class DicomInfo(BaseModel):
+    """Non-identifying facts of a DICOM upload. Patient, study and device identifiers
+    and dates are never read out; coded values that are not DICOM code strings are null."""
+
+    modality: str | None = Field(description="Modality, e.g. 'CR', 'DX'")
+    body_part_examined: str | None = Field(description="Body Part Examined, e.g. 'EXTREMITY'")
+    view_position: str | None = Field(description="View Position, e.g. 'AP', 'LAT'")
+    photometric_interpretation: str | None = Field(
+        description="'MONOCHROME1' (inverted for display), 'MONOCHROME2', 'RGB', ..."
+    )
+    rows: int
+    columns: int
+    bits_stored: int
+    frames: int = Field(description="Frames in the file; only the first is classified")
+    transfer_syntax: str = Field(description="The encoding's registered name and UID")
+    windowing: str = Field(
+        description="How stored values became gray levels: the file's VOI LUT, its first "
+        "window, or a 0.5-99.5 percentile window when it has none"
+    )
 
 
 class Prediction(BaseModel):
@@ -49,6 +70,9 @@ class Prediction(BaseModel):
         "above 1 adds an 'unfamiliar_image' warning; null for a model without this check",
     )
     trained_on: str | None = Field(None, description="What the answering model learned from")
+    dicom: DicomInfo | None = Field(
+        None, description="For a DICOM upload, its non-identifying facts; null otherwise"
+    )
 
 
 class BatchItem(BaseModel):

@@ -74,7 +74,7 @@ def test_a_small_file_with_a_huge_16bit_canvas_is_refused_before_decoding(
     client, big_16bit, monkeypatch
 ):
     assert client.app.state.settings.max_pixels >= 6320 * 6320
-    monkeypatch.setattr(service.inference, "decode_image", no_decoding)
+    monkeypatch.setattr(service.inference, "decode", no_decoding)
     monkeypatch.setattr(service.inference, "load_array", no_decoding)
 
     error = assert_error(client.post("/predict", files=upload(big_16bit)), 413, "image_too_large")
