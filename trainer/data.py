@@ -7,6 +7,9 @@ spaces and capitalisation; class names are the folder names as written):
 * ``train/<Class>/*`` and ``test/<Class>/*`` (also ``val``/``valid``/``validation``)
 * plain ``<Class>/*``
 
+Images are files with an image suffix (``.jpg``, ``.png``, ``.dcm``, ...) and DICOM files
+under any name: PACS exports often have no suffix, or a UID as their name.
+
 Near-duplicates (Roboflow exports several augmented copies of one source image) are
 grouped so that a group never straddles a split: same Roboflow source stem, identical
 bytes, a perceptual hash within a few bits, or strongly correlated thumbnails (the last
@@ -32,6 +35,7 @@ from modelio.images import (
     ImageDecodeError,
     InputSpec,
     decode_image,
+    is_dicom,
     to_array,
 )
 from trainer.errors import TrainerError
@@ -46,6 +50,9 @@ SPLIT_ALIASES: dict[str, str] = {
     "validation": "val",
 }
 IGNORED_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+#: Bytes read from a file without an image suffix to see whether it is DICOM (the
+#: preamble and the ``DICM`` marker).
+DICOM_SNIFF_BYTES = 132
 #: Difference hashes are DHASH_SIDE**2 bits; two images whose hashes differ in at most
 #: PHASH_MAX_DISTANCE bits (under some flip or turn) are one group. Measured on the real
 #: training split: unrelated radiographs sit near 128 bits apart, copies of one figure under
@@ -123,7 +130,7 @@ def discover(root: Path) -> DatasetIndex:
         ):
             continue
         relative = str(path.relative_to(root))
-        if path.suffix.lower() not in ACCEPTED_SUFFIXES:
+        if path.suffix.lower() not in ACCEPTED_SUFFIXES and not _starts_like_dicom(path):
             skipped.append((relative, "not an image file"))
             continue
         folder = path.parent
@@ -148,6 +155,16 @@ def discover(root: Path) -> DatasetIndex:
             f"found only one class ({classes[0]}) under {root}; need at least two class folders"
         )
     return DatasetIndex(root=root, classes=classes, samples=samples, skipped=skipped)
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    """A DICOM file under any name; reads 132 bytes, only of files the suffix did not
+    already accept (few in an image folder)."""
+    try:
+        with path.open("rb") as file:
+            return is_dicom(file.read(DICOM_SNIFF_BYTES))
+    except OSError:
+        return False
 
 
 def roboflow_stem(filename: str) -> str | None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_samples import image_dataset
+from dicom_samples import write as dicom_bytes
 from fake_radiographs import radiograph, write
 from PIL import Image, ImageEnhance
 
@@ -56,6 +58,33 @@ def test_broken_and_foreign_files_are_skipped_and_listed(tmp_path: Path) -> None
     reasons = dict(loaded.skipped)
     assert set(reasons) == {str(Path("one/notes.txt")), str(Path("two/broken.jpg"))}
     assert all(reasons.values())
+
+
+def test_dicom_files_are_found_by_suffix_or_content_and_decoded(tmp_path: Path) -> None:
+    """``.dcm`` files, and DICOM exports without an extension or named by a UID, are
+    images; other files without an image suffix are still skipped."""
+    names = {"one": ("a.dcm", "IM0001", "1.2.826.0.1.3680043.2.1143.7"), "two": ("b.DICOM",)}
+    arrays = {}
+    for number, (folder, files) in enumerate(names.items()):
+        for k, name in enumerate(files):
+            pixels = np.asarray(radiograph(10 * number + k), dtype=np.uint16) * 16  # 12-bit
+            ds = image_dataset(pixels, BitsStored=12, HighBit=11)
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / name).write_bytes(dicom_bytes(ds))
+            arrays[f"{folder}/{name}"] = pixels
+    write(tmp_path / "two" / "c.png", radiograph(99))
+    (tmp_path / "two" / "README").write_text("not an image, no suffix")
+    loaded = data.load(data.discover(tmp_path), InputSpec(48, 48, 1))
+    assert sorted(Path(p).name for p in loaded.paths) == sorted(
+        ["a.dcm", "IM0001", "1.2.826.0.1.3680043.2.1143.7", "b.DICOM", "c.png"]
+    )
+    assert dict(loaded.skipped) == {str(Path("two/README")): "not an image file"}
+    # decoded through the shared DICOM path: the 12-bit values percentile-windowed to 8 bit
+    image = loaded.images[[Path(p).name for p in loaded.paths].index("IM0001")][..., 0]
+    expected = arrays["one/IM0001"].astype(np.float64)
+    assert np.corrcoef(image.ravel(), expected.ravel())[0, 1] > 0.99
+    assert image.min() == 0
+    assert image.max() == 255
 
 
 @pytest.mark.parametrize(
