@@ -2,7 +2,9 @@
 
 Run with ``streamlit run ui/app.py``. The page reaches the model only over HTTP, at
 ``BONEFRAC_API_URL`` (default ``http://localhost:8000``), so installing ``.[ui]`` is enough
-to run it: no TensorFlow, no model files. Every service failure is turned by
+to run it: no TensorFlow, no model files. Previews are decoded here by the shared
+:mod:`modelio.images` (numpy, Pillow, pydicom), so a DICOM upload is shown as the model
+sees it. Every service failure is turned by
 :mod:`ui.client` into a :class:`~ui.client.ServiceError` and shown as a message on the page.
 
 Streamlit executes this file top to bottom on every interaction, so it holds no module
@@ -14,20 +16,20 @@ widget does not send every image again).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
 
 import altair as alt
-import numpy as np
 import streamlit as st
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
+from modelio.images import decode
 from ui.client import (
     DEFAULT_API_URL,
     DEFAULT_READ_TIMEOUT,
+    DicomInfo,
     ModelClasses,
     Prediction,
     ServiceClient,
@@ -37,8 +39,6 @@ from ui.client import (
 logger = logging.getLogger("bonefrac.ui")
 
 DISCLAIMER = "Decision support only, not a diagnosis: a qualified clinician must read every image."
-#: What the upload widget accepts; the service has the last word on what it can decode.
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
 #: Longest side of the preview: big enough to read, small enough to sit beside the chart.
 PREVIEW_MAX_PX = 480
 PREVIEW_MAX_PIXELS = 40_000_000
@@ -139,32 +139,18 @@ def forget_removed(uploads: list[Upload]) -> None:
 
 
 def preview(data: bytes) -> Image.Image | None:
-    """A browser-friendly, upright, bounded copy of the upload (TIFF and 16-bit included).
+    """A browser-friendly, upright, bounded copy of the upload, decoded by the shared code
+    (TIFF, 16-bit and DICOM included: a DICOM is windowed as a viewer shows it).
 
     Only for display: the service does the real decoding. Anything odd gives no preview,
     never an error on the page.
     """
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            if opened.width * opened.height > PREVIEW_MAX_PIXELS:
-                return None  # a decompression bomb; the service answers with an error
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                image = _stretch_to_8bit(image)
-            elif image.mode not in ("RGB", "L"):
-                image = image.convert("RGB")
-            image.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
-            return image.copy()
-    except Exception:  # a preview must never break the page
+        image = decode(data, max_pixels=PREVIEW_MAX_PIXELS).image
+        image.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
+        return image
+    except Exception:  # a preview must never break the page (bombs, non-images, ...)
         return None
-
-
-def _stretch_to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit detector values to 0..255 (a plain convert would clip most of them white)."""
-    pixels = np.asarray(image, dtype=np.float64)
-    low, high = float(pixels.min()), float(pixels.max())
-    scale = 255.0 / (high - low) if high > low else 0.0
-    return Image.fromarray(((pixels - low) * scale).astype(np.uint8))
 
 
 def probability_chart(prediction: Prediction) -> alt.Chart:
@@ -264,10 +250,31 @@ def render_prediction(prediction: Prediction) -> None:
     st.header(prediction.label, anchor=False)
     st.metric("Confidence", f"{prediction.confidence:.1%}")
     st.altair_chart(probability_chart(prediction), width="stretch")
+    if prediction.dicom is not None:
+        st.caption(dicom_summary(prediction.dicom))
     trained = f", trained on {prediction.trained_on}" if prediction.trained_on else ""
     st.caption(
         f"Answered by model **{prediction.model}**, version **{prediction.version}**{trained}."
     )
+
+
+def dicom_summary(info: DicomInfo) -> str:
+    """One line of the acquisition facts the service read from a DICOM upload."""
+    size = f"{info.columns} x {info.rows} px" if info.columns and info.rows else None
+    bits = f"{info.bits_stored}-bit" if info.bits_stored else None
+    frames = f"{info.frames} frames (first classified)" if info.frames and info.frames > 1 else None
+    parts = [
+        info.modality,
+        info.body_part_examined,
+        info.view_position,
+        info.photometric_interpretation,
+        size,
+        bits,
+        frames,
+        info.transfer_syntax,
+        info.windowing,
+    ]
+    return "DICOM: " + " · ".join(part for part in parts if part)
 
 
 def render_page() -> None:
@@ -279,10 +286,13 @@ def render_page() -> None:
     st.info(DISCLAIMER, icon=":material/medical_information:")
     files = st.file_uploader(
         "Upload one or more X-ray images",
-        type=list(UPLOAD_TYPES),
+        # Any file name: DICOM exports often have no extension, which Streamlit's type
+        # filter would refuse; the service has the last word on what it can decode.
+        type=None,
         accept_multiple_files=True,
         max_upload_size=max_upload_mb(),
-        help="JPEG, PNG, BMP, TIFF or WebP. Each image is sent to the prediction service.",
+        help="JPEG, PNG, BMP, TIFF, WebP or DICOM (.dcm or no extension; the first frame). "
+        "Each image is sent to the prediction service.",
     )
     uploads = [Upload(file.name, file.getvalue(), file.type or None) for file in files or ()]
     forget_removed(uploads)

@@ -58,6 +58,22 @@ class PredictionWarning:
 
 
 @dataclass(frozen=True)
+class DicomInfo:
+    """Non-identifying facts the service read from a DICOM upload (never patient data)."""
+
+    modality: str | None = None
+    body_part_examined: str | None = None
+    view_position: str | None = None
+    photometric_interpretation: str | None = None
+    rows: int | None = None
+    columns: int | None = None
+    bits_stored: int | None = None
+    frames: int | None = None
+    transfer_syntax: str | None = None
+    windowing: str | None = None
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The service's answer for one image (see ``POST /predict``)."""
 
@@ -68,6 +84,7 @@ class Prediction:
     probabilities: tuple[ClassProbability, ...]
     warnings: tuple[PredictionWarning, ...] = field(default_factory=tuple)
     trained_on: str | None = None  # what the answering model learned from, when it says
+    dicom: DicomInfo | None = None  # set for a DICOM upload
 
 
 @dataclass(frozen=True)
@@ -263,6 +280,28 @@ def _parse_warning(item: object) -> PredictionWarning:
     return PredictionWarning(code="warning", message=str(item))
 
 
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parse_dicom(value: object) -> DicomInfo | None:
+    """``dicom`` as the service sends it; anything else (null, an older service) is None."""
+    if not isinstance(value, Mapping):
+        return None
+    return DicomInfo(
+        modality=_optional_text(value.get("modality")),
+        body_part_examined=_optional_text(value.get("body_part_examined")),
+        view_position=_optional_text(value.get("view_position")),
+        photometric_interpretation=_optional_text(value.get("photometric_interpretation")),
+        rows=_optional_int(value.get("rows")),
+        columns=_optional_int(value.get("columns")),
+        bits_stored=_optional_int(value.get("bits_stored")),
+        frames=_optional_int(value.get("frames")),
+        transfer_syntax=_optional_text(value.get("transfer_syntax")),
+        windowing=_optional_text(value.get("windowing")),
+    )
+
+
 def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
     """A :class:`Prediction` from ``POST /predict``'s body, probabilities sorted high first."""
     try:
@@ -287,6 +326,7 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
             probabilities=probabilities,
             warnings=warnings,
             trained_on=_optional_text(body.get("trained_on")),
+            dicom=_parse_dicom(body.get("dicom")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad_response("/predict", exc) from exc
