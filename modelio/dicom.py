@@ -161,8 +161,17 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
     """
     # pydicom converts element values when they are first read, and warns (quoting the
     # value) about invalid ones: everything that touches the dataset runs in here.
-    with _quiet():
-        return _decode(data, max_pixels)
+    try:
+        with _quiet():
+            return _decode(data, max_pixels)
+    except ImageDecodeError:
+        raise
+    except Exception:
+        # Anything unforeseen: its text may quote an element, and an unexpected exception
+        # would be logged with it by the service's last-resort handler. Replaced here.
+        raise ImageDecodeError(
+            "corrupt", "The DICOM file could not be read: it is malformed or corrupt."
+        ) from None
 
 
 @contextmanager
@@ -336,7 +345,7 @@ def _code_string(ds: Dataset, keyword: str) -> str | None:
 def _frames(ds: Dataset) -> int:
     try:
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
-    except (TypeError, ValueError):
+    except Exception:  # an unreadable Number of Frames: one frame is decoded either way
         return 1
 
 

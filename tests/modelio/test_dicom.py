@@ -337,6 +337,25 @@ def test_no_patient_data_in_facts_errors_warnings_or_logs(
             assert value not in text
 
 
+def test_an_unforeseen_library_error_becomes_a_422_without_its_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails_quoting(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("cannot handle Quokkason^Ada^Beatrix")
+
+    monkeypatch.setattr(dicom_module, "apply_modality_lut", fails_quoting)
+    with pytest.raises(ImageDecodeError) as caught:
+        decode(pydicom_data_file("RG3_J2KI.dcm").read_bytes())
+    assert caught.value.kind == "corrupt"
+    assert "Quokkason" not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+    monkeypatch.setattr(dicom_module, "_frames", fails_quoting)  # outside the other guards
+    with pytest.raises(ImageDecodeError) as caught:
+        decode(pydicom_data_file("RG3_J2KI.dcm").read_bytes())
+    assert "Quokkason" not in str(caught.value)
+
+
 def test_dicom_is_recognised_by_content_not_name() -> None:
     data = pydicom_data_file("RG3_J2KI.dcm").read_bytes()
     assert is_dicom(data)
