@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -221,17 +221,21 @@ class HealthChecks(threading.Thread):
     def run(self) -> None:
         label = f"label=com.docker.compose.project={self.compose.project}"
         while not self.done.is_set():
-            listing = podman("ps", "--format", "{{.Names}}|{{.Status}}", "--filter", label)
+            try:
+                listing = podman("ps", "--format", "{{.Names}}|{{.Status}}", "--filter", label)
+            except (AssertionError, subprocess.TimeoutExpired):
+                listing = ""  # podman busy (a build, a teardown): try again next round
             for line in listing.splitlines():
                 name, _, status = line.partition("|")
                 if "(healthy)" in status:
                     continue
-                subprocess.run(
-                    ["podman", "healthcheck", "run", name],
-                    capture_output=True,
-                    timeout=30,
-                    check=False,
-                )
+                with suppress(subprocess.TimeoutExpired):  # a hung check is an unhealthy one
+                    subprocess.run(
+                        ["podman", "healthcheck", "run", name],
+                        capture_output=True,
+                        timeout=30,
+                        check=False,
+                    )
             self.done.wait(self.interval_s)
 
     def stop(self) -> None:
