@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from modelio.images import ACCEPTED_MEDIA_TYPES, ImageDecodeError
@@ -28,6 +29,7 @@ from service.schemas import (
     DicomInfo,
     ErrorDetail,
     ErrorResponse,
+    Explanation,
     Health,
     ModelsResponse,
     Prediction,
@@ -59,6 +61,14 @@ _UPLOAD_ERRORS = {
 
 IMAGE_TYPES = ", ".join(ACCEPTED_MEDIA_TYPES)
 
+ExplainQuery = Annotated[
+    bool,
+    Query(
+        description="Also return a heatmap of where the model looked (models on a pretrained "
+        "backbone; others answer with a 'no_explanation' warning)"
+    ),
+]
+
 
 def json_response(body: BaseModel) -> Response:
     """Send an already-validated model as JSON, serialised once by pydantic's core.
@@ -84,11 +94,18 @@ def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
         ood_score=ranked.ood_score,
         trained_on=model.trained_on,
         dicom=None if ranked.dicom is None else DicomInfo(**ranked.dicom.to_dict()),
+        explanation=None
+        if ranked.explanation is None
+        else Explanation(
+            method=ranked.explanation.method,
+            label=ranked.explanation.label,
+            heatmap_png=ranked.explanation.heatmap_png,
+        ),
     )
 
 
 async def _classify(
-    request: Request, uploads: list[bytes], model: LoadedModel
+    request: Request, uploads: list[bytes], model: LoadedModel, *, explain: bool = False
 ) -> list[Ranked | ImageDecodeError]:
     settings = request.app.state.settings
     metrics: Metrics = request.app.state.metrics
@@ -100,6 +117,7 @@ async def _classify(
         max_decode_bytes=settings.max_decode_bytes,
         confidence_threshold=settings.confidence_threshold,
         colour_threshold=settings.colour_threshold,
+        explain=explain,
     )
     results = await run_blocking(request, work)
     for result in results:
@@ -119,10 +137,12 @@ async def _classify(
         "file", f"The radiograph: {IMAGE_TYPES} (DICOM: first frame); any bit depth"
     ),
 )
-async def predict(request: Request, model: ServedModelDep) -> Response:
+async def predict(
+    request: Request, model: ServedModelDep, explain: ExplainQuery = False
+) -> Response:
     """Upload one image as form field ``file``; get every class ranked, with warnings."""
     [upload, *_] = await read_files(request, "file")
-    [result] = await _classify(request, [upload.data], model)
+    [result] = await _classify(request, [upload.data], model, explain=explain)
     if isinstance(result, ImageDecodeError):
         raise decode_error(result)
     return json_response(to_prediction(result, model))
@@ -140,7 +160,7 @@ async def predict(request: Request, model: ServedModelDep) -> Response:
     ),
 )
 async def predict_batch(
-    request: Request, model: ServedModelDep, settings: SettingsDep
+    request: Request, model: ServedModelDep, settings: SettingsDep, explain: ExplainQuery = False
 ) -> BatchResponse:
     """Upload images as repeated form field ``files``. A bad file gets its own error
     entry (with the status it would have got alone); the others still get answers."""
@@ -152,7 +172,7 @@ async def predict_batch(
             f"{len(files)} files sent; at most {settings.max_batch_files} per batch "
             "(BONEFRAC_MAX_BATCH_FILES).",
         )
-    results = await _classify(request, [upload.data for upload in files], model)
+    results = await _classify(request, [upload.data for upload in files], model, explain=explain)
     items = []
     for index, (upload, result) in enumerate(zip(files, results, strict=True)):
         if isinstance(result, ImageDecodeError):

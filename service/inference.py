@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,7 @@ from modelio.images import (
     load_array,
     to_array,
 )
+from service.explain import CLASS_MAPS_OUTPUT, METHOD, heatmap_png
 from service.registry import LoadedModel
 from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 
@@ -134,6 +135,23 @@ class PredictionWarning:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Where the model looked for ``label``: a heatmap the size of the image as shown."""
+
+    method: str
+    label: str
+    heatmap_png: str  # base64 PNG, 8-bit gray, 0 = no evidence, 255 = the strongest
+
+
+#: Said instead of an explanation by a model version without class maps.
+NO_EXPLANATION = PredictionWarning(
+    "no_explanation",
+    "This model version cannot show where it looked: only models on a pretrained backbone "
+    "(such as the shipped default) export class maps.",
+)
+
+
+@dataclass(frozen=True)
 class Ranked:
     """One image's answer: classes ranked from most to least likely."""
 
@@ -142,6 +160,7 @@ class Ranked:
     warnings: tuple[PredictionWarning, ...]
     ood_score: float | None = None  # > 1: unlike the training images; None: no such check
     dicom: DicomFacts | None = None  # non-identifying facts of a DICOM upload
+    explanation: Explanation | None = None  # asked for with explain=true
 
     @property
     def label(self) -> str:
@@ -158,6 +177,7 @@ class Prepared:
 
     pixels: np.ndarray
     colourfulness: float
+    size: tuple[int, int]  # (width, height) upright, as the user sees the image
     dicom: DicomFacts | None = None
     notes: tuple[DecodeNote, ...] = ()
 
@@ -169,6 +189,7 @@ def prepare(data: bytes, model: LoadedModel, max_pixels: int, max_decode_bytes: 
     return Prepared(
         pixels=to_array(decoded.image, model.spec),
         colourfulness=colourfulness(decoded.image),
+        size=decoded.image.size,
         dicom=decoded.dicom,
         notes=decoded.notes,
     )
@@ -236,8 +257,14 @@ def classify(
     max_decode_bytes: int,
     confidence_threshold: float,
     colour_threshold: float,
+    explain: bool = False,
 ) -> list[Ranked | ImageDecodeError]:
-    """One answer per upload, in order; an undecodable upload yields its error instead."""
+    """One answer per upload, in order; an undecodable upload yields its error instead.
+
+    With ``explain``, each answer carries the heatmap of its top label from the model's
+    class maps (:mod:`service.explain`), or a ``no_explanation`` warning from a model
+    without them.
+    """
     prepared: list[Prepared | ImageDecodeError] = []
     for data in uploads:
         try:
@@ -248,24 +275,38 @@ def classify(
     outputs = model.predictor.run(np.stack([p.pixels for p in good])) if good else {}
     probabilities = iter(outputs.get(OUTPUT_NAME, []))
     scores = iter(outputs[OOD_OUTPUT]) if OOD_OUTPUT in outputs else None
+    maps = iter(outputs[CLASS_MAPS_OUTPUT]) if CLASS_MAPS_OUTPUT in outputs else None
     results: list[Ranked | ImageDecodeError] = []
     for item in prepared:
         if isinstance(item, ImageDecodeError):
             results.append(item)
             continue
-        results.append(
-            rank(
-                next(probabilities),
-                model.classes,
-                colour=item.colourfulness,
-                confidence_threshold=confidence_threshold,
-                colour_threshold=colour_threshold,
-                ood_score=None if scores is None else float(next(scores)),
-                notes=item.notes,
-                dicom=item.dicom,
-            )
+        ranked = rank(
+            next(probabilities),
+            model.classes,
+            colour=item.colourfulness,
+            confidence_threshold=confidence_threshold,
+            colour_threshold=colour_threshold,
+            ood_score=None if scores is None else float(next(scores)),
+            notes=item.notes,
+            dicom=item.dicom,
         )
+        class_maps = None if maps is None else next(maps)
+        if explain:
+            ranked = explained(ranked, class_maps, model.classes, item.size)
+        results.append(ranked)
     return results
+
+
+def explained(
+    ranked: Ranked, class_maps: np.ndarray | None, classes: tuple[str, ...], size: tuple[int, int]
+) -> Ranked:
+    """``ranked`` with the heatmap of its top label, or the ``no_explanation`` warning."""
+    if class_maps is None:
+        return replace(ranked, warnings=(*ranked.warnings, NO_EXPLANATION))
+    label = classes.index(ranked.label)
+    heatmap = heatmap_png(class_maps[:, :, label], size)
+    return replace(ranked, explanation=Explanation(METHOD, ranked.label, heatmap))
 
 
 def predict_pixels(pixels: np.ndarray, model: LoadedModel) -> np.ndarray:

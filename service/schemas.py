@@ -26,7 +26,9 @@ class ClassProbability(BaseModel):
 
 
 class PredictionWarning(BaseModel):
-    code: Literal["low_confidence", "not_radiograph", "unfamiliar_image", "multi_frame"]
+    code: Literal[
+        "low_confidence", "not_radiograph", "unfamiliar_image", "multi_frame", "no_explanation"
+    ]
     message: str
 
 
@@ -51,6 +53,22 @@ class DicomInfo(BaseModel):
     )
 
 
+class Explanation(BaseModel):
+    """Where the model looked: asked for with ``explain=true``."""
+
+    method: str = Field(
+        description="'class-activation-map': the evidence for the label over the other "
+        "classes, position by position, from the model's own class maps"
+    )
+    label: str = Field(description="The class explained (the answer's label)")
+    heatmap_png: str = Field(
+        description="Base64 PNG, 8-bit gray, the orientation and aspect ratio of the image as "
+        "shown (after EXIF rotation or DICOM decoding), longer side at most 512 px: 0 = no "
+        "evidence, 255 = the strongest in this image. Where the model looked, not proof of "
+        "a fracture"
+    )
+
+
 class Prediction(BaseModel):
     """One image's answer: every class, most likely first, probabilities summing to 1."""
 
@@ -72,6 +90,11 @@ class Prediction(BaseModel):
     trained_on: str | None = Field(None, description="What the answering model learned from")
     dicom: DicomInfo | None = Field(
         None, description="For a DICOM upload, its non-identifying facts; null otherwise"
+    )
+    explanation: Explanation | None = Field(
+        None,
+        description="With explain=true, a heatmap of where the model looked; null otherwise "
+        "(and with a 'no_explanation' warning from a model that cannot explain)",
     )
 
 

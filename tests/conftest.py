@@ -59,6 +59,17 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset:
     return models
 
 
+@pytest.fixture(scope="session")
+def shipped_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m trainer assemble`` of default-model/ into a fresh models folder, as
+    ``run.sh`` does (about a minute; read-only, shared by the slow tests)."""
+    from trainer.cli import main
+
+    models = tmp_path_factory.mktemp("shipped-models")
+    assert main(["assemble", "--from", str(REPO / "default-model"), "--models", str(models)]) == 0
+    return models
+
+
 @pytest.fixture
 def models_copy(tiny_models_dir: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the session's models folder."""

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_samples import pydicom_data_file
 from PIL import Image
+from sample_images import encode, upload
 
 from service.explain import heatmap, heatmap_png
 
@@ -51,6 +53,84 @@ def test_heatmap_png_is_an_8_bit_gray_png() -> None:
     assert image.format == "PNG"
     assert image.mode == "L"
     assert image.size == (100, 75)
+
+
+# ------------------------------------------------------------------------ the API
+
+
+def decoded_heatmap(explanation: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap_png"])))
+    assert image.format == "PNG"
+    assert image.mode == "L"
+    return image
+
+
+def test_predict_without_explain_has_no_explanation(client, png) -> None:
+    body = client.post("/predict", files=upload(png)).json()
+    assert body["explanation"] is None
+    assert "no_explanation" not in {w["code"] for w in body["warnings"]}
+
+
+def test_a_model_without_class_maps_says_it_cannot_explain(client, png) -> None:
+    """The tiny CNN has no class maps: the answer still comes, with a warning."""
+    response = client.post("/predict?explain=true", files=upload(png))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["explanation"] is None
+    [warning] = [w for w in body["warnings"] if w["code"] == "no_explanation"]
+    assert "pretrained backbone" in warning["message"]
+
+
+def test_explain_must_be_a_boolean(client, png) -> None:
+    response = client.post("/predict?explain=perhaps", files=upload(png))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "explain" in response.json()["error"]["message"]
+
+
+def _rotated_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG stored ``size`` (w, h) with EXIF orientation 6: shown rotated, (h, w)."""
+    image = Image.open(io.BytesIO(encode("PNG", "L", size=size)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_shipped_model_explains_its_label_in_the_image_as_shown(serve, shipped_models_dir) -> None:
+    client = serve(shipped_models_dir)
+    response = client.post("/predict?explain=true", files=upload(_rotated_jpeg((300, 120))))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    explanation = body["explanation"]
+    assert explanation["method"] == "class-activation-map"
+    assert explanation["label"] == body["label"]
+    assert decoded_heatmap(explanation).size == (120, 300)  # upright, as the user sees it
+    assert "no_explanation" not in {w["code"] for w in body["warnings"]}
+
+
+@pytest.mark.slow
+def test_batch_explains_every_good_file_and_dicom_as_decoded(serve, shipped_models_dir) -> None:
+    client = serve(shipped_models_dir)
+    dicom = pydicom_data_file("RG3_UNCR.dcm").read_bytes()  # 1760 px high, MONOCHROME1
+    files = [
+        ("files", ("a.png", encode("PNG", "L", size=(200, 100)), "image/png")),
+        ("files", ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png")),
+        ("files", ("leg.dcm", dicom, "application/dicom")),
+    ]
+    response = client.post("/predict/batch?explain=true", files=files)
+    assert response.status_code == 200, response.text
+    first, broken, leg = response.json()["results"]
+    assert decoded_heatmap(first["prediction"]["explanation"]).size == (200, 100)
+    assert broken["error"] is not None
+    prediction = leg["prediction"]
+    columns, rows = prediction["dicom"]["columns"], prediction["dicom"]["rows"]
+    width, height = decoded_heatmap(prediction["explanation"]).size
+    assert max(width, height) == 512
+    assert width / height == pytest.approx(columns / rows, rel=0.01)
+    assert prediction["explanation"]["label"] == prediction["label"]
 
 
 # ------------------------------------------------------------- behaviour on synthetics

@@ -21,16 +21,6 @@ SHIPPED = REPO / "default-model"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def shipped_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``python -m trainer assemble`` of default-model/ into a fresh models folder."""
-    from trainer.cli import main
-
-    models = tmp_path_factory.mktemp("shipped-models")
-    assert main(["assemble", "--from", str(SHIPPED), "--models", str(models)]) == 0
-    return models
-
-
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
