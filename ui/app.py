@@ -35,6 +35,7 @@ from ui.client import (
     ServiceClient,
     ServiceError,
 )
+from ui.overlay import HeatmapError, overlay, read_heatmap
 
 logger = logging.getLogger("bonefrac.ui")
 
@@ -45,6 +46,13 @@ PREVIEW_MAX_PIXELS = 40_000_000
 RESULTS_KEY = "bonefrac_results"
 #: The service's default BONEFRAC_MAX_UPLOAD_BYTES (10 MiB); Streamlit's own is 200 MB.
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: The service's warning for a model without class maps (the page always asks for a heatmap).
+NO_EXPLANATION = "no_explanation"
+#: What the heatmap is and is not, in one line under the toggle.
+HEATMAP_MEANING = (
+    "The heatmap marks where the image features that drove the answer lie: where the model "
+    "looked, not proof of a fracture nor its outline."
+)
 ACCENT = "#d9480f"
 MUTED = "#8aa4c8"
 
@@ -125,7 +133,9 @@ def predict(client: ServiceClient, upload: Upload, served_version: int | None) -
     if key not in results:
         # Errors are not stored: the next rerun tries again, which is what a user who
         # has just restarted the service expects.
-        results[key] = client.predict(upload.name, upload.data, upload.media_type)
+        # Always with the heatmap (a few milliseconds): the toggle and the opacity slider
+        # then redraw the card without asking the service again.
+        results[key] = client.predict(upload.name, upload.data, upload.media_type, explain=True)
     return results[key]
 
 
@@ -217,32 +227,76 @@ def render_sidebar(client: ServiceClient) -> int | None:
         return info.version
 
 
-def render_result(upload: Upload, client: ServiceClient, served_version: int | None) -> None:
+@dataclass(frozen=True)
+class HeatmapView:
+    """The reader's choice: show the heatmap or not, and how opaque (0..1)."""
+
+    show: bool
+    opacity: float
+
+
+def render_heatmap_controls() -> HeatmapView:
+    """The toggle and the opacity slider, once for all cards, with what the heatmap means."""
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        show = st.toggle("Show where the model looked", value=True)
+    with right:
+        opacity = st.slider("Heatmap opacity", 0, 100, 50, step=5, format="%d%%", disabled=not show)
+    st.caption(HEATMAP_MEANING)
+    return HeatmapView(show=show, opacity=opacity / 100.0)
+
+
+def render_result(
+    upload: Upload, client: ServiceClient, served_version: int | None, view: HeatmapView
+) -> None:
     """One bordered card: the image beside the prediction, or beside what went wrong."""
     with st.container(border=True):
         st.markdown(f"##### :material/image: {upload.name}")
         left, right = st.columns([2, 3], gap="large")
-        with left:
-            image = preview(upload.data)
-            if image is None:
-                st.caption("No preview: this file could not be read as an image.")
-            else:
-                st.image(image, caption=f"{image.width} x {image.height} px preview")
         with right:
             try:
                 with st.spinner(f"Classifying {upload.name}…"):
-                    prediction = predict(client, upload, served_version)
+                    prediction: Prediction | None = predict(client, upload, served_version)
             except ServiceError as exc:
                 logger.warning("prediction failed for %s: %s (%s)", upload.name, exc, exc.code)
                 st.error(exc.message, icon=":material/error:")
-                return
-            render_prediction(prediction)
+                prediction = None
+            if prediction is not None:
+                render_prediction(prediction)
+        with left:
+            render_image(preview(upload.data), prediction, view)
+
+
+def render_image(
+    image: Image.Image | None, prediction: Prediction | None, view: HeatmapView
+) -> None:
+    """The preview, with the answer's heatmap over it when there is one and it is wanted."""
+    if image is None:
+        st.caption("No preview: this file could not be read as an image.")
+        return
+    caption = f"{image.width} x {image.height} px preview"
+    explanation = prediction.explanation if prediction is not None else None
+    if view.show and explanation is not None:
+        try:
+            image = overlay(image, read_heatmap(explanation.heatmap_png), view.opacity)
+            caption += f" · where the model looked for {explanation.label}"
+        except HeatmapError as exc:
+            logger.warning("unreadable heatmap: %s", exc)
+            caption += " · the heatmap could not be read"
+    elif view.show and prediction is not None and _cannot_explain(prediction):
+        caption += " · this model version cannot show where it looked"
+    st.image(image, caption=caption)
+
+
+def _cannot_explain(prediction: Prediction) -> bool:
+    return any(w.code == NO_EXPLANATION for w in prediction.warnings)
 
 
 def render_prediction(prediction: Prediction) -> None:
     """Label, confidence, warnings first, then the chart and who answered."""
     for warning in prediction.warnings:
-        st.warning(f"**Warning:** {warning.message}", icon=":material/warning:")
+        if warning.code != NO_EXPLANATION:  # said under the image instead: not a reason to doubt
+            st.warning(f"**Warning:** {warning.message}", icon=":material/warning:")
     # A header, not st.metric: metrics cut long class names short with an ellipsis. The
     # confidence goes below it at the card's full width: in a quarter-width column beside
     # the label, an 800 px window showed "Confi…" and "6…".
@@ -299,8 +353,9 @@ def render_page() -> None:
     if not uploads:
         st.caption("The predicted fracture type and every class's probability appear here.")
         return
+    view = render_heatmap_controls()
     for upload in uploads:
-        render_result(upload, client, served_version)
+        render_result(upload, client, served_version, view)
 
 
 def main() -> None:

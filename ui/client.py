@@ -74,6 +74,15 @@ class DicomInfo:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Where the model looked for ``label`` (``POST /predict?explain=true``)."""
+
+    method: str
+    label: str
+    heatmap_png: str  # base64 8-bit gray PNG, the image's orientation and aspect ratio
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The service's answer for one image (see ``POST /predict``)."""
 
@@ -85,6 +94,7 @@ class Prediction:
     warnings: tuple[PredictionWarning, ...] = field(default_factory=tuple)
     trained_on: str | None = None  # what the answering model learned from, when it says
     dicom: DicomInfo | None = None  # set for a DICOM upload
+    explanation: Explanation | None = None  # when asked for and the model can explain
 
 
 @dataclass(frozen=True)
@@ -141,10 +151,19 @@ class ServiceClient:
 
     # -- endpoints ---------------------------------------------------------------------
 
-    def predict(self, filename: str, data: bytes, content_type: str | None = None) -> Prediction:
-        """Classify one image file, as uploaded (the service decodes and checks it)."""
+    def predict(
+        self,
+        filename: str,
+        data: bytes,
+        content_type: str | None = None,
+        *,
+        explain: bool = False,
+    ) -> Prediction:
+        """Classify one image file, as uploaded (the service decodes and checks it); with
+        ``explain``, also ask where the model looked."""
         media_type = content_type or "application/octet-stream"
-        body = self._request("POST", "/predict", files={"file": (filename, data, media_type)})
+        path = "/predict?explain=true" if explain else "/predict"
+        body = self._request("POST", path, files={"file": (filename, data, media_type)})
         return _parse_prediction(body)
 
     def classes(self) -> ModelClasses:
@@ -302,6 +321,16 @@ def _parse_dicom(value: object) -> DicomInfo | None:
     )
 
 
+def _parse_explanation(value: object) -> Explanation | None:
+    """``explanation`` as the service sends it; anything else (null, an older service) is None."""
+    if not isinstance(value, Mapping):
+        return None
+    method, label, heatmap = (value.get(k) for k in ("method", "label", "heatmap_png"))
+    if not (isinstance(method, str) and isinstance(label, str) and isinstance(heatmap, str)):
+        return None
+    return Explanation(method=method, label=label, heatmap_png=heatmap)
+
+
 def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
     """A :class:`Prediction` from ``POST /predict``'s body, probabilities sorted high first."""
     try:
@@ -327,6 +356,7 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
             warnings=warnings,
             trained_on=_optional_text(body.get("trained_on")),
             dicom=_parse_dicom(body.get("dicom")),
+            explanation=_parse_explanation(body.get("explanation")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad_response("/predict", exc) from exc

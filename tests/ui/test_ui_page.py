@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import threading
 from collections.abc import Callable
@@ -211,3 +213,78 @@ def test_a_new_model_version_is_asked_again_and_the_same_one_is_not(
     assert not at.exception, at.exception
     assert predictions == [1, 2]
     assert [h.value for h in at.main.header] == ["Answer of v2"]
+
+
+def _heatmap_png_base64() -> str:
+    heat = Image.new("L", (40, 20), 0)
+    heat.paste(255, (0, 0, 10, 5))  # evidence in the top-left corner
+    buffer = io.BytesIO()
+    heat.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_the_heatmap_is_asked_for_shown_over_the_image_and_can_be_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: Callable[[Callable[[str], Reply]], str],
+    xray_bytes: tuple[str, bytes],
+) -> None:
+    asked: list[str] = []
+
+    def reply(path: str) -> Reply:
+        if path.startswith("/predict"):
+            asked.append(path)
+            body = {
+                "model": "m",
+                "version": 1,
+                "label": "Spiral Fracture",
+                "confidence": 0.6,
+                "probabilities": [
+                    {"label": "Spiral Fracture", "probability": 0.6},
+                    {"label": "Other", "probability": 0.4},
+                ],
+                "warnings": [],
+                "explanation": {
+                    "method": "class-activation-map",
+                    "label": "Spiral Fracture",
+                    "heatmap_png": _heatmap_png_base64(),
+                },
+            }
+        elif path.startswith("/classes"):
+            body = {"model": "m", "version": 1, "classes": ["Other", "Spiral Fracture"]}
+        else:
+            body = {"status": "ready", "model": "m", "version": 1}
+        return 200, "application/json", json.dumps(body).encode()
+
+    def image_caption(at: AppTest) -> str:
+        [image] = at.get("image")
+        return image.proto.imgs[0].caption
+
+    at = run_page(monkeypatch, scripted(reply))
+    name, data = xray_bytes
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    assert asked == ["/predict?explain=true"]
+    assert "where the model looked for Spiral Fracture" in image_caption(at)
+    assert "not proof of a fracture" in " ".join(c.value for c in at.caption)
+    assert at.slider[0].value == 50
+
+    at.toggle[0].set_value(False)
+    at.run()
+    assert "where the model looked" not in image_caption(at)
+    assert at.slider[0].disabled
+    assert asked == ["/predict?explain=true"]  # the toggle redraws; it asks nothing again
+
+
+def test_a_model_that_cannot_explain_is_said_under_the_image_not_as_a_warning(
+    monkeypatch: pytest.MonkeyPatch, service_url: str, xray_bytes: tuple[str, bytes]
+) -> None:
+    """The session's tiny CNN has no class maps: the answer shows, without a false alarm."""
+    at = run_page(monkeypatch, service_url)
+    name, data = xray_bytes
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    assert "cannot show where it looked" not in " ".join(w.value for w in at.warning)
+    [image] = at.get("image")
+    assert "this model version cannot show where it looked" in image.proto.imgs[0].caption
