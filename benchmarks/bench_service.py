@@ -9,7 +9,8 @@
             SavedModel wrapped in ``keras.layers.TFSMLayer``), also 1 and 8 clients.
 
 Prints p50/p95 latency and throughput for each, the ratios against the targets, and the
-service's start-to-ready time and resident memory.
+service's start-to-ready time and resident memory. For a model with class maps, the
+1-client service row alternates with ``/predict?explain=true`` too (the heatmap's cost).
 
 Usage::
 
@@ -51,6 +52,7 @@ REAL_DATA = REPO.parent / "shared/datasets/bone-break-classification"
 MODEL = "bone-fracture"
 CONCURRENCY = 8
 ROUNDS = 10  # bare and service alternate this many times (see bench_server)
+EXPLAIN = "/predict?explain=true"
 
 NAIVE_APP = """
 import io, sys
@@ -180,7 +182,11 @@ def multipart(
 
 
 def http_load(
-    port: int, bodies: list[tuple[bytes, str]], requests: int, clients: int
+    port: int,
+    bodies: list[tuple[bytes, str]],
+    requests: int,
+    clients: int,
+    path: str = "/predict",
 ) -> tuple[list[float], float]:
     """``clients`` threads, each on one keep-alive connection, share ``requests`` posts."""
     latencies: list[float] = []
@@ -194,7 +200,7 @@ def http_load(
         for i in counter:
             body, content_type = bodies[i % len(bodies)]
             t = time.perf_counter()
-            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+            conn.request("POST", path, body=body, headers={"Content-Type": content_type})
             response = conn.getresponse()
             payload = response.read()
             mine.append(time.perf_counter() - t)
@@ -272,14 +278,17 @@ def bench_server(
     start: Callable[[int], tuple[subprocess.Popen, float]],
     bodies: list[tuple[bytes, str]],
     requests: int,
+    *,
     bare: Bare | None = None,
+    explain: bool = False,
 ) -> tuple[list[Result], float, tuple[float, float]]:
     """1 client then 8 concurrent clients on a fresh server.
 
     With ``bare``, the 1-client row is measured in :data:`ROUNDS` short rounds that
     alternate with the bare floor (the server sits idle meanwhile), so that a slow
     minute on a noisy machine hits both sides of the ratio alike; the bare row is
-    then returned first.
+    then returned first. With ``explain`` too, ``/predict?explain=true`` joins the
+    alternation, and its row comes last.
     """
     port = free_port()
     process, ready = start(port)
@@ -290,16 +299,24 @@ def bench_server(
             results = [Result(one_client, *http_load(port, bodies, requests, 1))]
         else:
             served, floor = Result(one_client, [], 0.0), Result(bare.name, [], 0.0)
+            explained = Result(f"{label} ?explain=true, 1 client", [], 0.0)
+            share = requests // ROUNDS
             for _ in range(ROUNDS):
-                for row, (latencies, wall) in (
-                    (floor, bare.run(requests // ROUNDS)),
-                    (served, http_load(port, bodies, requests // ROUNDS, 1)),
-                ):
+                measures: list[tuple[Result, Callable[[], tuple[list[float], float]]]] = [
+                    (floor, lambda: bare.run(share)),
+                    (served, lambda: http_load(port, bodies, share, 1)),
+                ]
+                if explain:
+                    measures.append((explained, lambda: http_load(port, bodies, share, 1, EXPLAIN)))
+                for row, measure in measures:
+                    latencies, wall = measure()
                     row.latencies.extend(latencies)
                     row.wall += wall
             results = [floor, served]
         latencies, wall = http_load(port, bodies, requests, CONCURRENCY)
         results.append(Result(f"{label}, {CONCURRENCY} clients", latencies, wall))
+        if bare is not None and explain:
+            results.append(explained)
         memory = rss_mib(process.pid)
     finally:
         process.terminate()
@@ -311,6 +328,7 @@ def report(
     *,
     rows: list[Result],
     service_rows: list[Result],
+    explain_row: Result | None,
     naive_rows: list[Result],
     service_ready: float,
     service_mem: tuple[float, float],
@@ -337,6 +355,12 @@ def report(
         f"service p50 / bare p50           {one.p50 / bare.p50:6.2f}x   (target <= 1.3x; "
         f"measured in {ROUNDS} alternating rounds)"
     )
+    if explain_row is not None:
+        figures |= {
+            "explain_p50_ms": explain_row.p50,
+            "explain_over_service_p50": explain_row.p50 / one.p50,
+        }
+        print(f"?explain=true p50 / service p50  {explain_row.p50 / one.p50:6.2f}x")
     if naive_rows:
         n_one, n_many = naive_rows
         figures |= {
@@ -388,10 +412,14 @@ def main() -> None:
         command = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"]
         return run_server(command, env, port, "service")
 
-    rows, service_ready, service_mem = bench_server(
-        "service", start_service, bodies, args.requests, bare=bare
+    explain = "class_maps" in metadata.get("signatures", {}).get("serving_default", {}).get(
+        "outputs", {}
     )
-    service_rows = rows[1:]  # rows[0] is the bare floor, measured alongside
+    rows, service_ready, service_mem = bench_server(
+        "service", start_service, bodies, args.requests, bare=bare, explain=explain
+    )
+    explain_row = rows[-1] if explain else None
+    service_rows = rows[1:3]  # rows[0] is the bare floor, measured alongside
     naive_rows: list[Result] = []
     naive_mem = None
     if not args.skip_naive:
@@ -419,6 +447,7 @@ def main() -> None:
     report(
         rows=rows,
         service_rows=service_rows,
+        explain_row=explain_row,
         naive_rows=naive_rows,
         service_ready=service_ready,
         service_mem=service_mem,
