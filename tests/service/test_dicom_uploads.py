@@ -222,16 +222,6 @@ def test_dicom_is_listed_as_accepted(client) -> None:
     assert "application/dicom" in response.json()["error"]["message"]
 
 
-@pytest.fixture(scope="module")
-def shipped_models_dir(tmp_path_factory: pytest.TempPathFactory):
-    """The shipped default model, assembled as ``run.sh`` does (about a minute)."""
-    from trainer.cli import main
-
-    models = tmp_path_factory.mktemp("shipped-models")
-    assert main(["assemble", "--models", str(models)]) == 0
-    return models
-
-
 @pytest.mark.slow
 def test_shipped_model_gives_one_answer_for_every_encoding(
     serve, shipped_models_dir, rg3_files
