@@ -124,12 +124,7 @@ def feature_extractor(
     import keras  # noqa: PLC0415
     from keras import layers  # noqa: PLC0415
 
-    from trainer import efficientnet_lite  # noqa: PLC0415
-
-    state = state_dict(name)
-    network = efficientnet_lite.build(state, input_shape, taps=taps, name=name.replace("-", "_"))
-    efficientnet_lite.load_weights(network, state)
-    network.trainable = False
+    network = _frozen_network(name, input_shape, taps, pooled=True)
     if not mirror:
         return network
     inputs = keras.Input(input_shape, name="images")
@@ -158,14 +153,7 @@ def feature_maps(
     import keras  # noqa: PLC0415
     from keras import layers  # noqa: PLC0415
 
-    from trainer import efficientnet_lite  # noqa: PLC0415
-
-    state = state_dict(name)
-    network = efficientnet_lite.build(
-        state, input_shape, taps=taps, name=f"{name.replace('-', '_')}_maps", pooled=False
-    )
-    efficientnet_lite.load_weights(network, state)
-    network.trainable = False
+    network = _frozen_network(name, input_shape, taps, pooled=False)
     inputs = keras.Input(input_shape, name="images")
     maps = network(inputs)
     maps = maps if isinstance(maps, list) else [maps]
@@ -182,6 +170,20 @@ def feature_maps(
     model = keras.Model(inputs, maps, name=f"{network.name}_{'mirrored' if mirror else 'plain'}")
     model.trainable = False
     return model
+
+
+def _frozen_network(
+    name: str, input_shape: tuple[int, int, int], taps: tuple[str, ...], *, pooled: bool
+) -> Any:
+    """The backbone with its ImageNet weights, frozen: pooled features or the maps."""
+    from trainer import efficientnet_lite  # noqa: PLC0415
+
+    state = state_dict(name)
+    label = name.replace("-", "_") + ("" if pooled else "_maps")
+    network = efficientnet_lite.build(state, input_shape, taps=taps, name=label, pooled=pooled)
+    efficientnet_lite.load_weights(network, state)
+    network.trainable = False
+    return network
 
 
 @functools.cache
