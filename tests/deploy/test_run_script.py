@@ -45,7 +45,8 @@ class RunScript:
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -91,6 +92,11 @@ class RunScript:
         if self.group_alive():
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        # the pipe ends when the whole group is gone; closed here, not left to the garbage
+        # collector (whose ResourceWarning then fails whichever test it lands in)
+        self._pump_thread.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def script_env(**extra: str) -> dict[str, str]:
