@@ -79,7 +79,8 @@ _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 _PYDICOM_LOG = logging.getLogger("pydicom")
 _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
 _PYDICOM_LOG.propagate = False
-warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+_PYDICOM_MODULES = r"pydicom(\.|$)"
+warnings.filterwarnings("ignore", module=_PYDICOM_MODULES)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -177,9 +178,11 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """pydicom's warnings silenced here too: a caller's own filters (pytest's "error")
-    come before the process-wide one."""
+    come before the process-wide one. Only pydicom's: ``catch_warnings`` is not
+    thread-safe, and two decodes overlapping in threads can leave the inner filter in
+    place for the whole process, which must then be no more than the process-wide one."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", module=_PYDICOM_MODULES)
         yield
 
 
