@@ -4,9 +4,9 @@ Models on a pretrained backbone under a linear head export ``class_maps`` beside
 probabilities (:func:`trainer.model.make_pretrained_model`): for each class, the
 evidence for it over the other classes at each position of a coarse grid laid over the
 image (class activation maps). Averaged over the grid, a class's map gives back its
-logit's lead over the mean logit, so the map is an exact account of the answer, not a
-second model's guess. It says where the features that pushed the answer lay; it is not a
-segmentation and not proof of a fracture.
+logit's lead over the mean logit (less the head's bias, a constant per class), so the
+map is an exact account of the answer, not a second model's guess. It says where the
+features that pushed the answer lay; it is not a segmentation and not proof of a fracture.
 
 The heatmap shows only positive evidence (0 = none, 255 = the image's strongest), resized
 bilinearly to the image as the user sees it (after EXIF rotation or DICOM decoding): the

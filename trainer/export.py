@@ -249,8 +249,7 @@ def _signature_docs(
         outputs["class_maps"] = (
             f"float32[batch,{grid[0]},{grid[1]},{num_classes}] class activation maps over the "
             "image (stretched to the model's input): each class's logit minus the mean of all "
-            "logits, split over positions (averaged over positions, plus the head's bias, "
-            "it gives that difference back)"
+            "logits, less the head's bias, split over positions (their average gives it back)"
         )
     return {
         "serving_default": {

@@ -188,13 +188,16 @@ def make_pretrained_model(
 def _class_maps(maps: list[Any], taps: tuple[str, ...], kernel: np.ndarray) -> Any:
     """Class activation maps of a linear head over pooled feature maps: ``(N, h, w, classes)``.
 
-    The head's logit for class k is the average over positions of ``map(x, y) @ kernel_k``
-    (pooling is an average and the head is linear), so that product, position by
-    position, splits the logit over the image exactly (Zhou et al.'s CAM). Each tap's
-    map is projected with its rows of the kernel and repeated up to the finest tap's grid
-    (nearest neighbour, which keeps the average). The mean over classes is taken out of
-    the kernel first: the softmax ignores what raises every class alike (the bone itself),
-    so what is left is the evidence for one class *over the others*.
+    The head's logit for class k, less its bias, is the average over positions of
+    ``map(x, y) @ kernel_k`` (pooling is an average and the head is linear), so that
+    product, position by position, splits it over the image exactly (Zhou et al.'s CAM;
+    the bias, the same everywhere, is left out). Each tap's map is projected with its rows
+    of the kernel and repeated up to the finest tap's grid: by an integer factor, which
+    keeps the average, whenever the coarse grid divides the fine one (every recipe's
+    size: 224 and 352 px); otherwise by nearest-neighbour resizing, whose average is close
+    but not exact. The mean over classes is taken out of the kernel first: the softmax
+    ignores what raises every class alike (the bone itself), so what is left is the
+    evidence for one class *over the others*.
     """
     from keras import layers  # noqa: PLC0415
 
