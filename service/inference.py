@@ -146,8 +146,9 @@ class Explanation:
 #: Said instead of an explanation by a model version without class maps.
 NO_EXPLANATION = PredictionWarning(
     "no_explanation",
-    "This model version cannot show where it looked: only models on a pretrained backbone "
-    "(such as the shipped default) export class maps.",
+    "This model version exports no class maps, so it cannot show where it looked: models "
+    "on a pretrained backbone (such as the shipped default) have them when exported or "
+    "assembled by this version of the trainer.",
 )
 
 
@@ -291,7 +292,7 @@ def classify(
             notes=item.notes,
             dicom=item.dicom,
         )
-        class_maps = None if maps is None else next(maps)
+        class_maps = None if maps is None else next(maps)  # kept in step with the items
         if explain:
             ranked = explained(ranked, class_maps, model.classes, item.size)
         results.append(ranked)
@@ -301,8 +302,10 @@ def classify(
 def explained(
     ranked: Ranked, class_maps: np.ndarray | None, classes: tuple[str, ...], size: tuple[int, int]
 ) -> Ranked:
-    """``ranked`` with the heatmap of its top label, or the ``no_explanation`` warning."""
-    if class_maps is None:
+    """``ranked`` with the heatmap of its top label, or the ``no_explanation`` warning
+    (also for maps not shaped ``(h, w, classes)``: a foreign model's output is no
+    reason to fail the answer)."""
+    if class_maps is None or class_maps.ndim != 3 or class_maps.shape[-1] != len(classes):
         return replace(ranked, warnings=(*ranked.warnings, NO_EXPLANATION))
     label = classes.index(ranked.label)
     heatmap = heatmap_png(class_maps[:, :, label], size)

@@ -42,7 +42,8 @@ class Predictor(Protocol):
     input_shape: tuple[int, ...]  # (H, W, C) the model was exported for
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output by name: ``probabilities`` (N, classes), maybe ``ood_score`` (N,)."""
+        """Every output by name: ``probabilities`` (N, classes), maybe ``ood_score`` (N,)
+        and ``class_maps`` (N, h, w, classes)."""
         ...
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -24,17 +24,18 @@ from service.explain import heatmap, heatmap_png
 
 
 def test_heatmap_keeps_the_images_orientation_and_aspect_ratio() -> None:
-    """Evidence in the grid's top-left cell lights the top-left of a wide image."""
-    grid = np.zeros((4, 4), np.float32)
-    grid[0, 0] = 3.0
+    """Evidence in the grid's top-right cell lights the top-right of a wide image (a
+    transposed or mirrored map would light another corner)."""
+    grid = np.zeros((3, 5), np.float32)
+    grid[0, 4] = 3.0
     out = heatmap(grid, (800, 400))
     assert out.shape == (256, 512)  # (height, width), longer side capped at 512
     assert out.dtype == np.uint8
     assert out.max() == 255
     y, x = np.unravel_index(int(np.argmax(out)), out.shape)
-    assert y < out.shape[0] / 4
-    assert x < out.shape[1] / 4
-    assert out[-1, -1] == 0
+    assert y < out.shape[0] / 3
+    assert x > out.shape[1] * 4 / 5
+    assert out[-1, 0] == 0
     assert heatmap(grid, (30, 90)).shape == (90, 30)  # a small image keeps its size
 
 
@@ -71,6 +72,25 @@ def test_predict_without_explain_has_no_explanation(client, png) -> None:
     assert "no_explanation" not in {w["code"] for w in body["warnings"]}
 
 
+def test_maps_of_the_wrong_shape_are_no_explanation_not_an_error() -> None:
+    from service.inference import explained, rank
+
+    ranked = rank(
+        np.array([0.6, 0.4]),
+        ("a", "b"),
+        colour=0.0,
+        confidence_threshold=0.0,
+        colour_threshold=100.0,
+    )
+    for maps in (np.zeros((4, 4, 3), np.float32), np.zeros((4, 2), np.float32)):
+        answer = explained(ranked, maps, ("a", "b"), (64, 64))
+        assert answer.explanation is None
+        assert [w.code for w in answer.warnings] == ["no_explanation"]
+    good = explained(ranked, np.ones((4, 4, 2), np.float32), ("a", "b"), (64, 32))
+    assert good.explanation is not None
+    assert good.explanation.label == "a"
+
+
 def test_a_model_without_class_maps_says_it_cannot_explain(client, png) -> None:
     """The tiny CNN has no class maps: the answer still comes, with a warning."""
     response = client.post("/predict?explain=true", files=upload(png))
@@ -78,7 +98,7 @@ def test_a_model_without_class_maps_says_it_cannot_explain(client, png) -> None:
     body = response.json()
     assert body["explanation"] is None
     [warning] = [w for w in body["warnings"] if w["code"] == "no_explanation"]
-    assert "pretrained backbone" in warning["message"]
+    assert "exports no class maps" in warning["message"]
 
 
 def test_explain_must_be_a_boolean(client, png) -> None:
