@@ -46,8 +46,10 @@ class ReplicaHeaderMiddleware:
 
     Behind a load balancer (Compose DNS, a Kubernetes Service) a client cannot otherwise
     tell which replica answered; the header lets it see the spread and lets logs be
-    matched to a pod. Plain ASGI, outermost, so early answers (401, 413) carry it too and
-    no request pays for a BaseHTTPMiddleware task.
+    matched to a pod. Plain ASGI, outermost of the middlewares we add, so early answers
+    (401, 413) carry it too and no request pays for a BaseHTTPMiddleware task. The one
+    answer without it: the 500 of an unhandled error, which Starlette's own error
+    middleware sends from outside every added middleware.
     """
 
     def __init__(self, app: ASGIApp, replica_id: str) -> None:
