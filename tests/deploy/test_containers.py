@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import requests
+from browser import CHROMIUM_ARGS, chromium_path
 from containers import (
     BASE_IMAGE,
     Compose,
@@ -55,7 +56,6 @@ IMAGES = {  # Compose's image names (docker-compose.yml), built the way it would
     "service": ("bonefrac-service:latest", "Dockerfile.service", None),
     "ui": ("bonefrac-ui:latest", "Dockerfile.ui", None),
 }
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 LOAD_CLIENT = Path(__file__).with_name("load_client.py")
 
 FIGURES: dict[str, Any] = {}
@@ -223,9 +223,7 @@ def test_the_service_turns_healthy_and_predicts_a_real_radiograph(
 def test_the_page_shows_a_prediction_in_the_browser(stack: Compose, xray: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    chromium = "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        pytest.skip("chromium is not installed; run scripts/install-browser.sh (as root)")
+    chromium = chromium_path()
     page_url = f"http://127.0.0.1:{published_port(only(stack, 'ui'), 8501)}"
     assert requests.get(f"{page_url}/_stcore/health", timeout=10).ok
     expected = predict(service_url(stack), xray).json()

@@ -1,45 +1,22 @@
 """End to end in a real browser: headless Chromium opens the page, uploads an X-ray, and
 sees the service's prediction and the chart. The screenshot is kept as a test artefact.
 
-Chromium is Debian's package (``scripts/install-browser.sh``), driven by pip's playwright
-without its own browser download. In CI a missing browser fails the test; locally it
-skips with the reason.
+Chromium comes from :mod:`browser` (Debian's package; in CI a missing one fails the test,
+locally it skips with the reason).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
+from browser import CHROMIUM_ARGS, chromium_path
 from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    """Debian's chromium, or a skip (locally) / failure (in CI) saying how to get it."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    reason = "chromium is not installed; run scripts/install-browser.sh (as root)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture
