@@ -7,6 +7,7 @@ import time
 
 import anyio
 import pytest
+from direct_calls import post_scope
 from PIL import Image
 from sample_images import bomb_png, encode, upload, zip_bytes
 
@@ -167,21 +168,8 @@ def _send_raw(settings: Settings, headers: list[tuple[bytes, bytes]], chunks: in
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    content_type = (b"content-type", b"multipart/form-data; boundary=" + boundary)
+    scope = post_scope("/predict", [content_type, *headers])
     anyio.run(app, scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, read

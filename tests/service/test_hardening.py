@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from direct_calls import post_scope, run_python
 from loopback import free_port, stop, wait_until_ok
 from sample_images import big_16bit_png, encode, upload
 from test_errors import assert_error
@@ -131,15 +132,7 @@ def test_version_without_tflite_is_refused_and_tensorflow_never_imported(models_
         print("OK", version["reason"])
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(models_copy)},
-    )
+    result = run_python(script, env={"PATH": "/usr/bin:/bin", "HOME": str(models_copy)})
 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.startswith("OK ")
@@ -224,21 +217,7 @@ def test_deleting_the_served_version_falls_back_to_an_older_one(serve, models_co
 
 def _call_asgi(app, path: str, headers: list, chunks: list[dict], sent: list[dict]) -> None:
     """Call the ASGI app directly: ``receive`` hands out ``chunks``, then waits forever."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = post_scope(path, headers)
     pending = list(chunks)
 
     async def receive() -> dict:
@@ -418,14 +397,8 @@ def test_docs_pages_load_their_scripts_from_the_service(client, page, script):
 def test_real_data_location_comes_from_the_environment(tmp_path):
     script = "import sys; sys.path.insert(0, 'tests'); import conftest; print(conftest.REAL_DATA)"
     env = {**os.environ, "BONEFRAC_TEST_DATA": str(tmp_path / "my data")}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-        env=env,
-    )
+    result = run_python(script, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(tmp_path / "my data")
 
 

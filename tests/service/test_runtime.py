@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from direct_calls import run_python
 from sample_images import encode
 
 from modelio.artifact import ArtifactError, read_metadata
@@ -111,14 +110,7 @@ def test_service_runs_without_tensorflow(tiny_models_dir):
         print("OK", response.json()["label"])
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    result = run_python(script)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("OK ")
