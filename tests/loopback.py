@@ -33,12 +33,13 @@ def wait_until_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
     pytest.fail(f"{url} not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a child we started and reap it, killing it if it will not go."""
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """Terminate a child we started and reap it, killing it if it will not go within
+    ``grace_s`` seconds."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)

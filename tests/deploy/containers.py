@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from loopback import stop
 from test_compose import compose_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,12 +148,7 @@ def docker_api(folder: Path) -> Iterator[str]:
         assert socket_path.exists(), f"podman system service did not start ({proc.poll()})"
         yield f"unix://{socket_path}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, grace_s=30.0)  # podman's API may be finishing a container operation
         log.close()
 
 
