@@ -23,6 +23,7 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware, ClientGuardMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.probes import HeadProbeMiddleware
 from service.registry import ModelRegistry
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The middleware added last runs first: CORS outermost, so that early answers (a 413
     # from the size limit, a 401) carry CORS headers too and browsers can read them;
     # metrics next, so they count those early answers; then the key, before any body.
+    app.add_middleware(HeadProbeMiddleware)  # innermost: metrics count HEAD as HEAD
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ClientGuardMiddleware, body_timeout_s=settings.body_timeout_s)
     if settings.api_key is not None:

@@ -17,10 +17,14 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from service.errors import ServiceError
+
+#: RFC 2046 (5.1.1): a boundary is 1 to 70 characters. python-multipart itself raises an
+#: unhandled FormParserError above 256, so longer ones are refused here first.
+MAX_BOUNDARY_LENGTH = 70
 
 
 @dataclass
@@ -64,6 +68,11 @@ async def _parts(request: Request, boundary: bytes) -> list[_Part]:
         name.clear()
         value.clear()
 
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise _malformed(
+            f"its boundary has {len(boundary)} characters, more than the "
+            f"{MAX_BOUNDARY_LENGTH} RFC 2046 allows."
+        )
     parser = MultipartParser(
         boundary,
         {
@@ -78,7 +87,7 @@ async def _parts(request: Request, boundary: bytes) -> list[_Part]:
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # every parse failure of python-multipart is a client's
         raise _malformed(str(exc)) from exc
     if parser.state != MultipartState.END:
         raise _malformed("it ends before the closing boundary (a truncated upload?)")
