@@ -126,3 +126,113 @@ def output_names(metadata: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(o.get("name")) for o in block if isinstance(o, dict))
     signature = metadata.get("signatures", {}).get("serving_default", {})
     return tuple(signature.get("outputs", {}))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold on ``fracture_probability`` and what it kept in grouped CV."""
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+def _point(block: dict[str, Any]) -> OperatingPoint:
+    return OperatingPoint(
+        threshold=float(block["threshold"]),
+        sensitivity=float(block["sensitivity"]),
+        specificity=float(block["specificity"]),
+    )
+
+
+@dataclass(frozen=True)
+class FractureRules:
+    """How a version's fracture outputs become a finding and boxes (``metadata.fracture``).
+
+    ``rule_out``: below it the answer is ``no_fracture`` (chosen to keep a high
+    sensitivity); ``rule_in``: at or above it, ``fracture`` (chosen for a high
+    specificity); between the two, ``uncertain``. ``region_threshold``: map cells at or
+    above it form the boxes. Sensitivity and specificity are measured on held-out
+    folds of grouped cross-validation, never on a test split.
+    """
+
+    rule_out: OperatingPoint
+    rule_in: OperatingPoint
+    region_threshold: float
+    measured_on: str
+
+    def finding(self, probability: float) -> Finding:
+        return finding(probability, self.rule_out.threshold, self.rule_in.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> FractureRules | None:
+        """The rules of a version, or None for one without fracture heads (or unreadable
+        rules: the service then answers without a fracture block rather than guess)."""
+        block = metadata.get("fracture")
+        if not isinstance(block, dict):
+            return None
+        try:
+            rules = cls(
+                rule_out=_point(block["rule_out"]),
+                rule_in=_point(block["rule_in"]),
+                region_threshold=float(block["region_threshold"]),
+                measured_on=str(block.get("measured_on", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not 0.0 <= rules.rule_out.threshold <= rules.rule_in.threshold <= 1.0:
+            return None
+        return rules
+
+
+#: DICOM Body Part Examined terms (PS3.16 Annex L, with common vendor spellings) of the
+#: parts the default model's radiographs show: limbs, hands, feet, hip and shoulder
+#: girdles. ``EXTREMITY`` is what many limb plates say. A header that names any other
+#: part (``CHEST``, ``SKULL``, ``ABDOMEN``, ...) is warned as unfamiliar; a header that
+#: names none is judged by the image alone (the OOD score).
+TRAINED_BODY_PARTS: Final = frozenset(
+    {
+        "EXTREMITY",
+        "UPPEREXTREMITY",
+        "LOWEREXTREMITY",
+        "ARM",
+        "UPPERARM",
+        "HUMERUS",
+        "ELBOW",
+        "FOREARM",
+        "RADIUS",
+        "ULNA",
+        "WRIST",
+        "HAND",
+        "FINGER",
+        "THUMB",
+        "SHOULDER",
+        "CLAVICLE",
+        "SCAPULA",
+        "HIP",
+        "PELVIS",
+        "FEMUR",
+        "THIGH",
+        "KNEE",
+        "PATELLA",
+        "LEG",
+        "LOWERLEG",
+        "TIBIA",
+        "FIBULA",
+        "ANKLE",
+        "FOOT",
+        "HEEL",
+        "CALCANEUS",
+        "TOE",
+    }
+)
+
+
+def is_trained_body_part(body_part: str | None) -> bool:
+    """False only when a header names a part outside :data:`TRAINED_BODY_PARTS`."""
+    if not body_part:
+        return True
+    return "".join(ch for ch in body_part.upper() if ch.isalpha()) in TRAINED_BODY_PARTS
