@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from functools import partial
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from service.deps import (
     SettingsDep,
 )
 from service.errors import ServiceError, decode_error
+from service.fracture import FractureAnswer, summary
 from service.inference import Ranked, classify
 from service.metrics import Metrics
 from service.registry import LoadedModel, public_metadata
@@ -30,8 +33,12 @@ from service.schemas import (
     ErrorDetail,
     ErrorResponse,
     Explanation,
+    FractureBlock,
+    FractureRegion,
+    FractureThresholds,
     Health,
     ModelsResponse,
+    OperatingPoint,
     Prediction,
     PredictionWarning,
     Readiness,
@@ -80,10 +87,29 @@ def json_response(body: BaseModel) -> Response:
     return Response(content=body.model_dump_json(), media_type="application/json")
 
 
+def to_fracture_block(answer: FractureAnswer | None) -> FractureBlock | None:
+    if answer is None:
+        return None
+    rules = answer.rules
+    return FractureBlock(
+        probability=answer.probability,
+        finding=answer.finding,
+        thresholds=FractureThresholds(
+            rule_out=OperatingPoint(**asdict(rules.rule_out)),
+            rule_in=OperatingPoint(**asdict(rules.rule_in)),
+            region_threshold=rules.region_threshold,
+            measured_on=rules.measured_on,
+        ),
+        regions=[FractureRegion(box=list(r.box), score=r.score) for r in answer.regions],
+    )
+
+
 def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
     return Prediction(
         model=model.name,
         version=model.version,
+        summary=summary(ranked.fracture, ranked.label, ranked.confidence),
+        fracture=to_fracture_block(ranked.fracture),
         label=ranked.label,
         confidence=ranked.confidence,
         probabilities=[
@@ -100,6 +126,7 @@ def to_prediction(ranked: Ranked, model: LoadedModel) -> Prediction:
             method=ranked.explanation.method,
             label=ranked.explanation.label,
             heatmap_png=ranked.explanation.heatmap_png,
+            fracture_heatmap_png=ranked.explanation.fracture_heatmap_png,
         ),
     )
 
@@ -141,11 +168,21 @@ async def predict(
     request: Request, model: ServedModelDep, explain: ExplainQuery = False
 ) -> Response:
     """Upload one image as form field ``file``; get every class ranked, with warnings."""
+    started = time.perf_counter()
     [upload, *_] = await read_files(request, "file")
     [result] = await _classify(request, [upload.data], model, explain=explain)
     if isinstance(result, ImageDecodeError):
         raise decode_error(result)
-    return json_response(to_prediction(result, model))
+    prediction = to_prediction(result, model)
+    request.app.state.records.answered(
+        "/predict",
+        model=model,
+        prediction=prediction,
+        data=upload.data,
+        filename=upload.filename,
+        started=started,
+    )
+    return json_response(prediction)
 
 
 @router.post(
@@ -164,6 +201,7 @@ async def predict_batch(
 ) -> BatchResponse:
     """Upload images as repeated form field ``files``. A bad file gets its own error
     entry (with the status it would have got alone); the others still get answers."""
+    started = time.perf_counter()
     files = await read_files(request, "files")
     if len(files) > settings.max_batch_files:
         raise ServiceError(
@@ -193,6 +231,16 @@ async def predict_batch(
                     status=200,
                     prediction=to_prediction(result, model),
                 )
+            )
+    for upload, item in zip(files, items, strict=True):
+        if item.prediction is not None:
+            request.app.state.records.answered(
+                "/predict/batch",
+                model=model,
+                prediction=item.prediction,
+                data=upload.data,
+                filename=upload.filename,
+                started=started,
             )
     return BatchResponse(model=model.name, version=model.version, results=items)
 

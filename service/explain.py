@@ -32,26 +32,39 @@ MAX_SIDE = 512
 PNG_COMPRESS_LEVEL = 1
 
 
-def heatmap(class_map: np.ndarray, size: tuple[int, int], max_side: int = MAX_SIDE) -> np.ndarray:
+def heatmap(
+    class_map: np.ndarray,
+    size: tuple[int, int],
+    max_side: int = MAX_SIDE,
+    full_scale: float | None = None,
+) -> np.ndarray:
     """One class's ``(h, w)`` map as an 8-bit ``(height, width)`` heatmap.
 
     ``size`` is the image's ``(width, height)`` as the user sees it; the result keeps its
     aspect ratio, its longer side at most ``max_side``. Negative evidence (for other
-    classes) is 0; a map with no positive value at all is all 0.
+    classes) is 0; a map with no positive value at all is all 0. 255 is the map's own
+    peak, or ``full_scale`` when given (1.0 for a probability map, so a faint map looks
+    faint).
     """
     width, height = size
     shrink = min(1.0, max_side / max(width, height, 1))
     out_size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
     positive = np.maximum(np.nan_to_num(np.asarray(class_map, np.float32), nan=0.0), 0.0)
     peak = float(positive.max()) if positive.size else 0.0
+    peak = peak if full_scale is None else full_scale
     scaled = positive * (255.0 / peak) if peak > 0 else np.zeros_like(positive)
     resized = Image.fromarray(scaled, mode="F").resize(out_size, Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized), 0.0, 255.0).round().astype(np.uint8)
 
 
-def heatmap_png(class_map: np.ndarray, size: tuple[int, int], max_side: int = MAX_SIDE) -> str:
+def heatmap_png(
+    class_map: np.ndarray,
+    size: tuple[int, int],
+    max_side: int = MAX_SIDE,
+    full_scale: float | None = None,
+) -> str:
     """:func:`heatmap` as a base64 8-bit gray PNG, ready for JSON."""
     buffer = io.BytesIO()
-    image = Image.fromarray(heatmap(class_map, size, max_side), mode="L")
+    image = Image.fromarray(heatmap(class_map, size, max_side, full_scale), mode="L")
     image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY, FractureRules, is_trained_body_part
 from modelio.dicom import read_geometry
 from modelio.images import (
     DecodeNote,
@@ -28,6 +29,7 @@ from modelio.images import (
     to_array,
 )
 from service.explain import CLASS_MAPS_OUTPUT, METHOD, heatmap_png
+from service.fracture import FractureAnswer, read_fracture
 from service.registry import LoadedModel
 from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 
@@ -141,6 +143,7 @@ class Explanation:
     method: str
     label: str
     heatmap_png: str  # base64 PNG, 8-bit gray, 0 = no evidence, 255 = the strongest
+    fracture_heatmap_png: str | None = None  # the fracture map, 255 = probability 1
 
 
 #: Said instead of an explanation by a model version without class maps.
@@ -162,6 +165,7 @@ class Ranked:
     ood_score: float | None = None  # > 1: unlike the training images; None: no such check
     dicom: DicomFacts | None = None  # non-identifying facts of a DICOM upload
     explanation: Explanation | None = None  # asked for with explain=true
+    fracture: FractureAnswer | None = None  # a model with fracture heads: is a bone broken
 
     @property
     def label(self) -> str:
@@ -277,6 +281,10 @@ def classify(
     probabilities = iter(outputs.get(OUTPUT_NAME, []))
     scores = iter(outputs[OOD_OUTPUT]) if OOD_OUTPUT in outputs else None
     maps = iter(outputs[CLASS_MAPS_OUTPUT]) if CLASS_MAPS_OUTPUT in outputs else None
+    rules = FractureRules.from_metadata(model.metadata)
+    has_fracture = rules is not None and FRACTURE_PROBABILITY in outputs
+    fracture_probabilities = iter(outputs[FRACTURE_PROBABILITY]) if has_fracture else None
+    fracture_maps = iter(outputs[FRACTURE_MAP]) if FRACTURE_MAP in outputs else None
     results: list[Ranked | ImageDecodeError] = []
     for item in prepared:
         if isinstance(item, ImageDecodeError):
@@ -293,23 +301,46 @@ def classify(
             dicom=item.dicom,
         )
         class_maps = None if maps is None else next(maps)  # kept in step with the items
+        fracture_map = None if fracture_maps is None else next(fracture_maps)
+        if fracture_probabilities is not None and rules is not None:
+            answer = read_fracture(next(fracture_probabilities), fracture_map, rules, item.size)
+            ranked = replace(ranked, fracture=answer)
+        if item.dicom is not None and not is_trained_body_part(item.dicom.body_part_examined):
+            ranked = replace(ranked, warnings=(*ranked.warnings, body_part_warning(item.dicom)))
         if explain:
-            ranked = explained(ranked, class_maps, model.classes, item.size)
+            ranked = explained(ranked, class_maps, model.classes, item.size, fracture_map)
         results.append(ranked)
     return results
 
 
+def body_part_warning(dicom: DicomFacts) -> PredictionWarning:
+    """The DICOM header names a body part the model never learned."""
+    return PredictionWarning(
+        "unfamiliar_body_part",
+        f"The DICOM header says this image shows {dicom.body_part_examined}; the model "
+        "learned from radiographs of the limbs, hip and shoulder only, so its answer is "
+        "meaningless here.",
+    )
+
+
 def explained(
-    ranked: Ranked, class_maps: np.ndarray | None, classes: tuple[str, ...], size: tuple[int, int]
+    ranked: Ranked,
+    class_maps: np.ndarray | None,
+    classes: tuple[str, ...],
+    size: tuple[int, int],
+    fracture_map: np.ndarray | None = None,
 ) -> Ranked:
-    """``ranked`` with the heatmap of its top label, or the ``no_explanation`` warning
-    (also for maps not shaped ``(h, w, classes)``: a foreign model's output is no
-    reason to fail the answer)."""
+    """``ranked`` with the heatmap of its top label (and of the fracture map, for a model
+    with one), or the ``no_explanation`` warning (also for maps not shaped ``(h, w,
+    classes)``: a foreign model's output is no reason to fail the answer)."""
     if class_maps is None or class_maps.ndim != 3 or class_maps.shape[-1] != len(classes):
         return replace(ranked, warnings=(*ranked.warnings, NO_EXPLANATION))
     label = classes.index(ranked.label)
     heatmap = heatmap_png(class_maps[:, :, label], size)
-    return replace(ranked, explanation=Explanation(METHOD, ranked.label, heatmap))
+    fracture = None
+    if fracture_map is not None and fracture_map.ndim == 2:
+        fracture = heatmap_png(fracture_map, size, full_scale=1.0)
+    return replace(ranked, explanation=Explanation(METHOD, ranked.label, heatmap, fracture))
 
 
 def predict_pixels(pixels: np.ndarray, model: LoadedModel) -> np.ndarray:

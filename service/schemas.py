@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Literal
+from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
@@ -27,7 +28,12 @@ class ClassProbability(BaseModel):
 
 class PredictionWarning(BaseModel):
     code: Literal[
-        "low_confidence", "not_radiograph", "unfamiliar_image", "multi_frame", "no_explanation"
+        "low_confidence",
+        "not_radiograph",
+        "unfamiliar_image",
+        "unfamiliar_body_part",
+        "multi_frame",
+        "no_explanation",
     ]
     message: str
 
@@ -61,6 +67,11 @@ class Explanation(BaseModel):
         "classes, position by position, from the model's own class maps"
     )
     label: str = Field(description="The class explained (the answer's label)")
+    fracture_heatmap_png: str | None = Field(
+        None,
+        description="Base64 PNG like heatmap_png, of the fracture map (where a fracture may "
+        "lie, 255 = probability 1); null for a model without fracture heads",
+    )
     heatmap_png: str = Field(
         description="Base64 PNG, 8-bit gray, the orientation and aspect ratio of the image as "
         "shown (after EXIF rotation or DICOM decoding), longer side at most 512 px: 0 = no "
@@ -69,12 +80,81 @@ class Explanation(BaseModel):
     )
 
 
+class FractureRegion(BaseModel):
+    """Where a fracture may lie: connected cells of the fracture map above its threshold."""
+
+    box: list[float] = Field(
+        min_length=4,
+        max_length=4,
+        description="[x_min, y_min, x_max, y_max] in pixels of the uploaded image as shown "
+        "(after EXIF rotation or DICOM decoding), origin top left",
+    )
+    score: float = Field(ge=0.0, le=1.0, description="The region's strongest cell")
+
+
+class OperatingPoint(BaseModel):
+    """A threshold on the fracture probability and what it kept in grouped CV."""
+
+    threshold: float = Field(ge=0.0, le=1.0)
+    sensitivity: float = Field(
+        ge=0.0, le=1.0, description="Share of fractured radiographs at or above the threshold"
+    )
+    specificity: float = Field(
+        ge=0.0, le=1.0, description="Share of intact radiographs below the threshold"
+    )
+
+
+class FractureThresholds(BaseModel):
+    rule_out: OperatingPoint = Field(
+        description="Below this the finding is 'no_fracture' (chosen to miss few fractures)"
+    )
+    rule_in: OperatingPoint = Field(
+        description="At or above this the finding is 'fracture' (chosen for few false alarms)"
+    )
+    region_threshold: float = Field(
+        ge=0.0, le=1.0, description="Map cells at or above this form the regions"
+    )
+    measured_on: str = Field(
+        description="Where the sensitivities and specificities were measured (held-out folds "
+        "of grouped cross-validation, never a test split)"
+    )
+
+
+class FractureBlock(BaseModel):
+    """Is a bone broken, and where: the answer's first question."""
+
+    probability: float | None = Field(
+        ge=0.0, le=1.0, description="Probability that the radiograph shows a fracture"
+    )
+    finding: Literal["fracture", "no_fracture", "uncertain"] = Field(
+        description="'fracture' at or above rule_in, 'no_fracture' below rule_out, "
+        "'uncertain' between them"
+    )
+    thresholds: FractureThresholds
+    regions: list[FractureRegion] = Field(
+        description="Where a fracture may lie, strongest first; empty for 'no_fracture'"
+    )
+
+
 class Prediction(BaseModel):
     """One image's answer: every class, most likely first, probabilities summing to 1."""
 
     model: str = Field(description="Name of the model that answered")
     version: int = Field(description="Version of that model")
-    label: str = Field(description="The most likely class")
+    summary: str = Field(
+        "",
+        description="One sentence: the fracture finding first, then the type as a "
+        "conditional ('if this is a fracture, its type is most likely ...')",
+    )
+    fracture: FractureBlock | None = Field(
+        None,
+        description="Is a bone broken, and where; null for a model without fracture heads "
+        "(its types are then named for any image, broken or not)",
+    )
+    label: str = Field(
+        description="The most likely fracture type, if this is a fracture (the type head "
+        "learned from fractures only: read `fracture` first)"
+    )
     confidence: float = Field(ge=0.0, le=1.0, description="Probability of `label`")
     probabilities: list[ClassProbability] = Field(
         description="Every class, sorted from most to least likely; sums to 1"
@@ -95,6 +175,11 @@ class Prediction(BaseModel):
         None,
         description="With explain=true, a heatmap of where the model looked; null otherwise "
         "(and with a 'no_explanation' warning from a model that cannot explain)",
+    )
+    prediction_id: str = Field(
+        default_factory=lambda: str(uuid4()),
+        description="This answer's id in the prediction log: send it with a reader's "
+        "review to POST /feedback",
     )
 
 
