@@ -24,6 +24,7 @@ Public API: :data:`CLASS_NAMES`, :func:`render`, :func:`render_with_sign`,
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
 import tempfile
@@ -34,7 +35,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-__all__ = ["CLASS_NAMES", "contact_sheet", "render", "render_with_sign", "write_dataset"]
+__all__ = [
+    "CLASS_NAMES",
+    "INTACT",
+    "contact_sheet",
+    "render",
+    "render_with_sign",
+    "write_dataset",
+    "write_detection_dataset",
+]
 
 #: The ten class folder names, spelled exactly as the real Kaggle dataset spells them.
 CLASS_NAMES: tuple[str, ...] = (
@@ -52,6 +61,11 @@ CLASS_NAMES: tuple[str, ...] = (
 
 #: The split folders inside each class folder, as in the real dataset.
 SPLITS: tuple[str, str] = ("Train", "Test")
+#: An intact bone: the same anatomy, pose and exposure as the classes, and no sign.
+INTACT = "Normal"
+#: The folders of a detection set, spelled as FracAtlas spells them.
+DETECTION_FOLDERS: tuple[str, str] = ("Fractured", "Non_fractured")
+DETECTION_COCO = "fracture_masks.coco.json"
 
 _MIN_SIZE = 32
 _MIN_PER_CLASS = 2
@@ -499,7 +513,7 @@ def render_with_sign(
 def _render(
     class_name: str, rng: np.random.Generator, size: int, *, want_region: bool
 ) -> tuple[Image.Image, np.ndarray | None]:
-    if class_name not in _SIGNS:
+    if class_name not in _SIGNS and class_name != INTACT:
         raise ValueError(f"unknown class {class_name!r}; expected one of {', '.join(CLASS_NAMES)}")
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} px, got {size}")
@@ -520,7 +534,8 @@ def _render(
     joint_angle = float(math.radians(rng.normal(0.0, 3.0)))
     scene = plain_scene()
     px = size / 256.0  # one "pixel" of detail at the nominal 256 px size
-    _SIGNS[class_name](scene, frame, rng, px)
+    if class_name != INTACT:
+        _SIGNS[class_name](scene, frame, rng, px)
     # _project's random draws do not depend on the scene: a copy of the generator
     # projects the unbroken bone with exactly the same exposure and anatomy
     twin = copy.deepcopy(rng) if want_region else None
@@ -649,6 +664,75 @@ def write_dataset(
         "seed": seed,
         "classes": classes,
         "total": {split: counts[split] * len(CLASS_NAMES) for split in SPLITS},
+    }
+
+
+def write_detection_dataset(
+    out_dir: Path, per_class: int = 40, size: int = 256, seed: int = 0
+) -> dict[str, Any]:
+    """Write a fracture-detection set: ``Fractured/`` bones (the ten signs in turn) and
+    ``Non_fractured/`` intact ones, with the signs' outlines in a COCO file beside them.
+
+    Each fractured image's outline is the bounding rectangle of the pixels its sign
+    changed (:func:`render_with_sign`), as a COCO polygon in the image's pixels, so the
+    tests can check detection *and* localisation without any dataset. Written into a
+    hidden sibling and renamed into place, like :func:`write_dataset`.
+    """
+    out_dir = Path(out_dir)
+    if per_class < _MIN_PER_CLASS:
+        raise ValueError(f"per_class must be at least {_MIN_PER_CLASS}, got {per_class}")
+    if size < _MIN_SIZE:
+        raise ValueError(f"size must be at least {_MIN_SIZE} px, got {size}")
+    _check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    coco: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 0, "name": "fractured"}],
+    }
+    try:
+        for folder_index, folder in enumerate(DETECTION_FOLDERS):
+            (staging / folder).mkdir()
+            for index in range(per_class):
+                rng = _image_rng(seed, 100 + folder_index, index)
+                name = CLASS_NAMES[index % len(CLASS_NAMES)] if folder_index == 0 else INTACT
+                image, region = render_with_sign(name, rng, size)
+                path = _save(
+                    image, staging / folder / f"synth_{seed}_{folder_index}_{index:05d}", rng
+                )
+                if folder_index == 0 and region.any():
+                    image_id = len(coco["images"]) + 1
+                    ys, xs = np.nonzero(region)
+                    x0, y0 = float(xs.min()), float(ys.min())
+                    x1, y1 = float(xs.max() + 1), float(ys.max() + 1)
+                    coco["images"].append(
+                        {"id": image_id, "file_name": path.name, "width": size, "height": size}
+                    )
+                    coco["annotations"].append(
+                        {
+                            "id": len(coco["annotations"]),
+                            "image_id": image_id,
+                            "category_id": 0,
+                            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": (x1 - x0) * (y1 - y0),
+                            "iscrowd": 0,
+                        }
+                    )
+        (staging / DETECTION_COCO).write_text(json.dumps(coco), encoding="utf-8")
+        staging.chmod(0o755)
+        _check_out_dir(out_dir)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {
+        "out_dir": str(out_dir),
+        "per_class": per_class,
+        "outlined": len(coco["annotations"]),
     }
 
 
