@@ -24,6 +24,8 @@ from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware, ClientGuardMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.probes import HeadProbeMiddleware
+from service.records import routes as records_routes
+from service.records.recorder import Records
 from service.registry import ModelRegistry
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -86,6 +88,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     registry: ModelRegistry = app.state.registry
     app.state.executor = make_executor(settings.interpreters)
+    records: Records = app.state.records
+    await to_thread.run_sync(records.start)  # migrates; a database down is not fatal
     await to_thread.run_sync(registry.refresh)
     if registry.current is None:
         log.warning("%s", registry.missing_message())
@@ -100,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with suppress(asyncio.CancelledError):
                 await poll
         app.state.executor.shutdown(wait=False, cancel_futures=True)
+        await to_thread.run_sync(records.close)  # writes what the log still holds
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -125,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.records = Records(settings, metrics.registry)
     install_error_handlers(app)
     # The middleware added last runs first: CORS outermost, so that early answers (a 413
     # from the size limit, a 401) carry CORS headers too and browsers can read them;
@@ -146,5 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ReplicaHeaderMiddleware, replica_id=settings.replica_id)
     app.include_router(api.router)
     app.include_router(tfserving.router)
+    app.include_router(records_routes.router)
     install_docs(app)
     return app

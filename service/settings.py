@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelio.images import DEFAULT_MAX_PIXELS
+from service.records.db import DEFAULT_RECORDS_DIR
 
 
 def _cpu_count() -> int:
@@ -100,6 +101,41 @@ class Settings(BaseSettings):
         "answer, so clients and tests can see which replica served them; default: the "
         "hostname (a container's or pod's name)",
     )
+    records_dir: Path = Field(
+        DEFAULT_RECORDS_DIR,
+        description="Folder of the SQLite records database (the prediction log and "
+        "reviews) when no database_url is set",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="The records database instead of SQLite, e.g. "
+        "postgresql://user:password@host/bonefrac (psycopg 3)",
+    )
+    prediction_log: bool = Field(
+        True, description="Record every /predict and /predict/batch answer (no patient data)"
+    )
+    store_images: bool = Field(
+        False,
+        description="Keep each uploaded image in the records database, once per SHA-256 "
+        "(needed to retrain from reviews)",
+    )
+    image_retention_days: int = Field(
+        30, ge=1, description="Stored images not sent again for this many days are purged"
+    )
+    store_filenames: bool = Field(
+        False, description="Record uploads' file names (they often name the patient: off)"
+    )
+    log_queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Answers waiting to be written; past it (or 256 MiB of queued uploads) "
+        "answers go unrecorded and are counted, never delayed",
+    )
+    reviewer_key: SecretStr | None = Field(
+        None,
+        description="When set, /feedback and /predictions also require it in the "
+        "X-Reviewer-Key header (the reading page has it; other API clients need not)",
+    )
     log_level: str = Field("info", description="uvicorn and service log level")
     access_log: bool = Field(False, description="Log every request (metrics count them anyway)")
 
@@ -111,7 +147,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "database_url", "reviewer_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         """``BONEFRAC_API_KEY=`` (empty) means no key, not an empty key."""

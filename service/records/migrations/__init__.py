@@ -1,0 +1,1 @@
+"""Alembic migrations of the records database (``python -m service migrate``)."""
