@@ -25,19 +25,18 @@ Multi-frame objects: only the first frame is decoded, with a ``multi_frame`` not
 model classifies one radiograph; which frame a reader means is not knowable here).
 
 No patient data leave this module: the only facts returned are coded acquisition values
-(Modality, Body Part Examined, View Position, Photometric Interpretation: DICOM code
-strings, dropped unless they look like one), the geometry and the transfer syntax's
-registered name. Error messages are written here and never quote an element's value;
-pydicom's exceptions are replaced (``from None``) rather than wrapped, its warnings are
-suppressed while it reads, and its logger is kept quiet, because pydicom's texts can
-quote values (an invalid Patient Name among them).
+(Modality, Body Part Examined, View Position, Photometric Interpretation: passed on only
+when they are one of the standard's defined terms, :mod:`modelio.dicom_terms`), the
+geometry and the transfer syntax's registered name. Error messages are written here and
+never quote an element's value; pydicom's exceptions are replaced (``from None``) rather
+than wrapped, its warnings are suppressed while it reads, and its logger is kept quiet,
+because pydicom's texts can quote values (an invalid Patient Name among them).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +52,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
+from modelio.dicom_terms import DEFINED_TERMS
 from modelio.errors import DecodeNote, ImageDecodeError
 
 #: A DICOM Part 10 file has a 128-byte preamble and then these four bytes.
@@ -67,9 +67,8 @@ PERCENTILE_WINDOW = (0.5, 99.5)
 #: The percentiles are taken on at most about this many pixels (every n-th one): on a
 #: 3-megapixel plate that is within a gray level of all of them, at a third of the time.
 _PERCENTILE_SAMPLES = 1_000_000
-#: A DICOM code string (VR CS): upper-case letters, digits, space and underscore, at most
-#: 16 characters. Only such values are passed on as facts.
-_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
+#: The largest value the windowing (in float32) holds; a modality output beyond is refused.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # pydicom logs what it warns about, and some of its messages quote element values (an
 # invalid Patient Name, a too-long Patient ID). Nothing of that may reach a log or stderr:
@@ -213,6 +212,8 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
         ) from None
     try:
         image, windowing = _display(pixels, ds, samples, bits_stored, photometric)
+    except ImageDecodeError:
+        raise
     except Exception:
         raise ImageDecodeError(
             "corrupt",
@@ -334,7 +335,8 @@ def _registered_uid_name(value: object) -> str | None:
 
 
 def _code_string(ds: Dataset, keyword: str) -> str | None:
-    """A coded attribute's value when it is a DICOM code string (VR CS), else None."""
+    """A coded attribute's value when it is one of the standard's defined terms for it
+    (:mod:`modelio.dicom_terms`), else None: any other code string may be a name."""
     try:
         value = ds.get(keyword)
     except Exception:
@@ -342,7 +344,7 @@ def _code_string(ds: Dataset, keyword: str) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    return value if _CODE_STRING.fullmatch(value) else None
+    return value if value in DEFINED_TERMS[keyword] else None
 
 
 def _frames(ds: Dataset) -> int:
@@ -364,11 +366,30 @@ def _display(
         top = float(2**bits_stored - 1)
         return Image.fromarray(_to_uint8(pixels, 0.0, top), "RGB"), "none (colour image)"
     values = apply_modality_lut(pixels, ds)
+    _check_showable(values)
     shown, low, high, windowing = _voi(values, ds)
     gray = _to_uint8(shown, low, high)
     if photometric == "MONOCHROME1":
         np.subtract(255, gray, out=gray)
     return Image.fromarray(gray, "L"), windowing
+
+
+def _check_showable(values: np.ndarray) -> None:
+    """Refuse values the Modality LUT made unshowable: not finite, or beyond float32.
+
+    A Rescale Slope of 1e308 or NaN (as a crafted or broken file may carry) turned every
+    pixel into an infinity or NaN, or into numbers float32 windowing cannot hold, and the
+    image came out black and was classified. Such a file's display mapping is wrong, not
+    its image: it is refused as corrupt rather than guessed at. (NaN fails both bounds.)
+    """
+    low, high = values.min(), values.max()
+    if not (low >= -_FLOAT32_MAX and high <= _FLOAT32_MAX):
+        raise ImageDecodeError(
+            "corrupt",
+            "The DICOM image's Rescale Slope and Intercept (or Modality LUT) turn its pixels "
+            "into values that are not finite numbers or are far too large, so it cannot be "
+            "shown as a viewer would; the file's display values are probably corrupt.",
+        )
 
 
 def _voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float, str]:

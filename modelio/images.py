@@ -191,11 +191,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if image.mode in {"L", "RGB"}:
         return image
     if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
-        pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        stretched = np.clip((pixels - low) * scale, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(stretched)
+        return Image.fromarray(_stretch(np.asarray(image, dtype=np.float64)))
     if image.mode == "1":
         return image.convert("L")
     if image.mode in {"RGBA", "LA", "PA", "P", "La", "RGBa"} or "transparency" in image.info:
@@ -203,6 +199,28 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def _stretch(pixels: np.ndarray) -> np.ndarray:
+    """High-bit-depth or float values linearly from their finite min..max to 0..255.
+
+    Non-finite values (a float TIFF's NaN or infinite pixels) are left out of the range,
+    else one of them turned the whole image black; they are then shown as its ends
+    (NaN and -inf black, +inf white). An image without a finite value is refused.
+    (Pillow's modes hold at most float32, whose span fits float64.)
+    """
+    finite = np.isfinite(pixels)
+    if not finite.any():
+        raise ImageDecodeError(
+            "corrupt",
+            "The image holds no finite pixel values (all are NaN or infinite), so there is "
+            "nothing to show or classify.",
+        )
+    low = float(np.min(pixels, where=finite, initial=np.inf))
+    high = float(np.max(pixels, where=finite, initial=-np.inf))
+    np.nan_to_num(pixels, copy=False, nan=low, posinf=high, neginf=low)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip((pixels - low) * scale, 0, 255).round().astype(np.uint8)
 
 
 def to_array(image: Image.Image, spec: InputSpec) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Files whose values or headers lie (issue 18): never a blank picture that was not blank.
+
+Each case was answered with a classification of a black or gray-filled image before; now
+it is shown from what it really holds, or refused with a sentence saying why.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from dicom_samples import image_dataset, set_invalid, write
+from PIL import Image
+
+from modelio.images import ImageDecodeError, decode, decode_image
+
+
+def float_tiff(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.float32), "F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def ramp(width: int = 40, height: int = 30, top: float = 1000.0) -> np.ndarray:
+    return np.tile(np.linspace(0.0, top, width), (height, 1))
+
+
+# --- non-finite pixels ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_one_non_finite_float_pixel_leaves_the_rest_of_the_image_as_it_was(bad: float) -> None:
+    pixels = ramp()
+    clean = np.asarray(decode_image(float_tiff(pixels)))
+    pixels[3, 3] = bad
+
+    shown = np.asarray(decode_image(float_tiff(pixels)))
+
+    assert shown.max() == 255  # not black
+    assert shown.min() == 0
+    mask = np.ones(shown.shape, bool)
+    mask[3, 3] = False
+    np.testing.assert_array_equal(shown[mask], clean[mask])
+    assert shown[3, 3] == (255 if bad == math.inf else 0)
+
+
+def test_a_float_image_of_only_non_finite_values_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ImageDecodeError, match="no finite pixel values") as refused:
+        decode(float_tiff(np.full((8, 8), np.nan)))
+    assert refused.value.kind == "corrupt"
+
+
+def test_float32_extremes_keep_the_image() -> None:
+    pixels = ramp(top=1.0)
+    pixels[0, 0], pixels[0, 1] = -3.4e38, 3.4e38  # finite, the span needs float64
+    shown = np.asarray(decode_image(float_tiff(pixels)))
+    assert shown[0, 0] == 0
+    assert shown[0, 1] == 255
+
+
+@pytest.mark.parametrize("slope", ["1e308", "NaN", "inf"])
+def test_a_dicom_rescale_slope_that_makes_values_non_finite_is_refused(slope: str) -> None:
+    ds = image_dataset(ramp(top=1023.0).astype(np.uint16))
+    set_invalid(ds, "RescaleSlope", slope)
+    ds.RescaleIntercept = 0
+
+    with pytest.raises(ImageDecodeError, match="Rescale Slope") as refused:
+        decode(write(ds))
+    assert refused.value.kind == "corrupt"
+
+
+def test_an_ordinary_dicom_rescale_is_still_shown() -> None:
+    ds = image_dataset(ramp(top=1023.0).astype(np.uint16))
+    ds.RescaleSlope, ds.RescaleIntercept = 2.5, -1024
+    shown = np.asarray(decode_image(write(ds)))
+    assert shown.min() == 0
+    assert shown.max() == 255
+
+
+# --- coded facts from their vocabularies only ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keyword", "field"),
+    [
+        ("Modality", "modality"),
+        ("BodyPartExamined", "body_part_examined"),
+        ("ViewPosition", "view_position"),
+    ],
+)
+def test_a_code_string_outside_its_defined_terms_is_not_passed_on(keyword: str, field: str) -> None:
+    """``DOEJOHNATHAN`` is a valid code string (VR CS) and could be anyone's name."""
+    ds = image_dataset(ramp(top=255.0).astype(np.uint8))
+    setattr(ds, keyword, "DOEJOHNATHAN")
+
+    facts = decode(write(ds)).dicom
+
+    assert facts is not None
+    assert getattr(facts, field) is None
+    assert "DOEJOHNATHAN" not in repr(facts)
+
+
+def test_defined_terms_are_passed_on() -> None:
+    ds = image_dataset(
+        ramp(top=255.0).astype(np.uint8),
+        Modality="CR",
+        BodyPartExamined="WRIST",
+        ViewPosition="PA",
+    )
+    facts = decode(write(ds)).dicom
+    assert facts is not None
+    assert (facts.modality, facts.body_part_examined, facts.view_position) == ("CR", "WRIST", "PA")
+    assert facts.photometric_interpretation == "MONOCHROME2"
