@@ -31,11 +31,19 @@ with warnings.catch_warnings():
 
 CLASSES = ("Avulsion fracture", "Comminuted fracture", "Greenstick fracture", "Spiral Fracture")
 MODEL_NAME = "bone-fracture"
+#: metadata.fracture of the stand-in: below 0.3 no_fracture, from 0.7 fracture.
+RULES = {
+    "rule_out": {"threshold": 0.3, "sensitivity": 0.95, "specificity": 0.5},
+    "rule_in": {"threshold": 0.7, "sensitivity": 0.6, "specificity": 0.95},
+    "region_threshold": 0.5,
+    "measured_on": "stand-in",
+}
 
 
 class StandInPredictor:
-    """Probabilities from the image's mean brightness: different images, different
-    answers, and a dark image (mean below 30) gets an out-of-distribution score."""
+    """Outputs from the image's mean brightness: different images, different answers; a
+    bright image is a fracture (from 0.7 * 255), a dark one none (below 0.3 * 255) and
+    unfamiliar (below 30)."""
 
     runtime = "stand-in"
     input_shape = (16, 16, 1)
@@ -45,7 +53,11 @@ class StandInPredictor:
         logits = np.stack([means * (i + 1) * 4 for i in range(len(CLASSES))], axis=1)
         probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         ood = np.where(means < 30 / 255.0, 2.5, 0.3).astype(np.float32)
-        return {"probabilities": probabilities.astype(np.float32), "ood_score": ood}
+        return {
+            "probabilities": probabilities.astype(np.float32),
+            "ood_score": ood,
+            "fracture_probability": means.astype(np.float32),  # bright: a fracture
+        }
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.run(images)["probabilities"]
@@ -56,7 +68,7 @@ def stand_in_model(version: int = 1) -> LoadedModel:
         name=MODEL_NAME,
         version=version,
         path=Path("models") / MODEL_NAME / str(version),
-        metadata={"classes": list(CLASSES), "trained_on": "stand-in"},
+        metadata={"classes": list(CLASSES), "trained_on": "stand-in", "fracture": RULES},
         classes=CLASSES,
         spec=InputSpec(16, 16, 1),
         predictor=StandInPredictor(),

@@ -10,6 +10,7 @@ tests; in CI (``CI=true``) it fails them, so the variant cannot silently stop ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -118,8 +119,6 @@ def start_server() -> PostgresServer:
 
 
 def remove(server: PostgresServer) -> None:
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
         server.stop()
-    except subprocess.CalledProcessError:
-        pass  # already stopped
     shutil.rmtree(server.folder, ignore_errors=True)

@@ -57,8 +57,10 @@ def test_batch_answers_are_recorded_one_row_each(start_app: Callable) -> None:
     assert sorted(row.id for row in rows) == sorted(ids)
     assert {row.image_kind for row in rows} == {"PNG", "JPEG"}
     dark = next(row for row in rows if row.image_kind == "PNG")
-    assert dark.unfamiliar and "unfamiliar_image" in dark.warnings
-    assert dark.ood_score is not None and dark.ood_score > 1
+    assert dark.unfamiliar
+    assert "unfamiliar_image" in dark.warnings
+    assert dark.ood_score is not None
+    assert dark.ood_score > 1
 
 
 def test_file_names_only_when_allowed(start_app: Callable) -> None:
@@ -71,6 +73,7 @@ def test_file_names_only_when_allowed(start_app: Callable) -> None:
 def test_images_kept_once_only_when_asked(start_app: Callable) -> None:
     client = start_app()
     client.post("/predict", files={"file": ("x.png", png(90), "image/png")})
+    assert client.app.state.records.log.flush(timeout=30)
     assert count_rows(client.app.state.records.engine) == (1, 0, 0)
 
     keeping = start_app(store_images=True)
@@ -85,17 +88,23 @@ def test_images_kept_once_only_when_asked(start_app: Callable) -> None:
 
     with Session(records.engine) as session:
         stored = session.get(ImageRow, hashlib.sha256(png(90)).hexdigest())
-        assert stored is not None and stored.data == png(90)
+        assert stored is not None
+        assert stored.data == png(90)
 
 
 def test_log_off_records_nothing_and_still_answers(start_app: Callable) -> None:
     client = start_app(prediction_log=False)
     answer = client.post("/predict", files={"file": ("x.png", png(90), "image/png")})
-    assert answer.status_code == 200 and answer.json()["prediction_id"]
+    assert answer.status_code == 200
+    assert answer.json()["prediction_id"]
     assert count_rows(client.app.state.records.engine) == (0, 0, 0)
     review = client.post(
         "/feedback",
-        json={"prediction_id": answer.json()["prediction_id"], "finding": "fracture", "reader": "r"},
+        json={
+            "prediction_id": answer.json()["prediction_id"],
+            "finding": "fracture",
+            "reader": "r",
+        },
     )
     assert review.status_code == 503
     assert review.json()["error"]["code"] == "prediction_log_off"
