@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 bash scripts/install-browser.sh
 bash scripts/install-podman.sh
+bash scripts/install-postgres.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
