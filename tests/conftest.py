@@ -29,6 +29,15 @@ REAL_DATA = Path(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def records_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The services the tests start keep their records (prediction log, reviews) in a
+    temporary folder, never in the checkout's ``records/``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BONEFRAC_RECORDS_DIR", str(tmp_path_factory.mktemp("records")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic dataset in the Kaggle layout (ten classes, Train/Test)."""

@@ -181,9 +181,9 @@ async def get_feedback(
     disagreements: Annotated[
         bool | None, Query(description="true: only contradicting reviews; false: only agreeing")
     ] = None,
-    after_id: Annotated[int | None, Query(ge=0, description="next_after_id of the last page")] = (
-        None
-    ),
+    after_id: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="next_after_id of the last page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ReviewPage:
     """Reviews oldest first, a page at a time, each with the answer it judges."""
@@ -224,6 +224,11 @@ async def get_predictions(
 
 def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     """A time without a zone is taken as UTC (everything is stored in UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return None if moment is None else moment.astimezone(dt.UTC)
-    return moment.replace(tzinfo=dt.UTC)
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:  # 0001-01-01 at +01:00 is before the first UTC year
+        raise ServiceError(422, "validation_error", f"{moment} is out of range.") from exc

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: A reader's answer to "is a bone broken?" (the model may also say "uncertain").
 ReaderFinding = Literal["fracture", "no_fracture"]
+#: One line of text: no control characters (PostgreSQL refuses NUL in text).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
 class ReviewRequest(BaseModel):
@@ -17,7 +19,10 @@ class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prediction_id: str = Field(
-        min_length=1, max_length=36, description="The answer's prediction_id"
+        min_length=1,
+        max_length=36,
+        pattern=r"^[0-9A-Za-z-]+$",
+        description="The answer's prediction_id",
     )
     finding: ReaderFinding | None = Field(
         None, description="Is there a fracture? null: the reader does not say"
@@ -26,16 +31,19 @@ class ReviewRequest(BaseModel):
         None,
         min_length=1,
         max_length=200,
+        pattern=PRINTABLE,
         description="The fracture type, one of the answering model's classes; null: not said",
     )
     comment: str | None = Field(
         None,
         max_length=2000,
+        pattern=r"^[^\x00]*$",
         description="A free-text note. Never write patient names or identifiers here",
     )
     reader: str = Field(
         min_length=1,
         max_length=200,
+        pattern=PRINTABLE,
         description="An opaque id of the reader (initials, a staff number): never a patient's",
     )
 
