@@ -31,6 +31,12 @@ OOD_WARN_ABOVE: Final = 1.0
 #: The three answers to "is a bone broken?".
 Finding = Literal["fracture", "no_fracture", "uncertain"]
 FINDINGS: Final = ("fracture", "no_fracture", "uncertain")
+#: What an answer says first for each finding, for a person (service summary, page).
+FINDING_HEADLINES: Final[dict[str, str]] = {
+    "fracture": "Fracture likely",
+    "no_fracture": "No fracture seen",
+    "uncertain": "Uncertain: a fracture can be neither ruled in nor ruled out",
+}
 
 
 def is_unfamiliar(ood_score: float) -> bool:

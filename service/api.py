@@ -101,6 +101,7 @@ def to_fracture_block(answer: FractureAnswer | None) -> FractureBlock | None:
             measured_on=rules.measured_on,
         ),
         regions=[FractureRegion(box=list(r.box), score=r.score) for r in answer.regions],
+        image_size=list(answer.image_size),
     )
 
 

@@ -14,15 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelio.contract import Finding, FractureRules
+from modelio.contract import FINDING_HEADLINES, Finding, FractureRules
 from modelio.regions import find_regions
-
-#: What each finding says first, for a person.
-HEADLINES: dict[Finding, str] = {
-    "fracture": "Fracture likely",
-    "no_fracture": "No fracture seen",
-    "uncertain": "Uncertain: a fracture can be neither ruled in nor ruled out",
-}
 
 
 @dataclass(frozen=True)
@@ -37,6 +30,7 @@ class FractureAnswer:
     finding: Finding
     rules: FractureRules
     regions: tuple[FractureRegion, ...]
+    image_size: tuple[int, int]  # (width, height) as shown: the boxes' frame
 
 
 def read_fracture(
@@ -61,6 +55,7 @@ def read_fracture(
         finding=finding,
         rules=rules,
         regions=regions,
+        image_size=size,
     )
 
 
@@ -74,4 +69,4 @@ def summary(answer: FractureAnswer | None, label: str, confidence: float) -> str
         where = f", {len(answer.regions)} region{'s' if len(answer.regions) > 1 else ''} marked"
     chance = "" if answer.probability is None else f"fracture probability {answer.probability:.0%}"
     detail = f" ({chance}{where})" if chance or where else ""
-    return f"{HEADLINES[answer.finding]}{detail}; {kind}."
+    return f"{FINDING_HEADLINES[answer.finding]}{detail}; {kind}."

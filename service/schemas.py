@@ -134,6 +134,11 @@ class FractureBlock(BaseModel):
     regions: list[FractureRegion] = Field(
         description="Where a fracture may lie, strongest first; empty for 'no_fracture'"
     )
+    image_size: list[int] = Field(
+        min_length=2,
+        max_length=2,
+        description="[width, height] of the image as shown, the frame the boxes refer to",
+    )
 
 
 class Prediction(BaseModel):

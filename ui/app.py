@@ -25,17 +25,19 @@ import altair as alt
 import streamlit as st
 from PIL import Image, ImageDraw
 
+from modelio.contract import FINDING_HEADLINES
 from modelio.images import decode
 from ui.client import (
     DEFAULT_API_URL,
     DEFAULT_READ_TIMEOUT,
     DicomInfo,
+    Fracture,
     ModelClasses,
     Prediction,
     ServiceClient,
     ServiceError,
 )
-from ui.overlay import HeatmapError, overlay, read_heatmap
+from ui.overlay import HeatmapError, draw_boxes, overlay, read_heatmap
 
 logger = logging.getLogger("bonefrac.ui")
 
@@ -48,6 +50,10 @@ RESULTS_KEY = "bonefrac_results"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: The service's warning for a model without class maps (the page always asks for a heatmap).
 NO_EXPLANATION = "no_explanation"
+BOXES_MEANING = (
+    "Boxes mark where the model places a fracture when it finds one or is unsure; "
+    "a box is a place to look, not a measurement."
+)
 #: What the heatmap is and is not, in one line under the toggle.
 HEATMAP_MEANING = (
     "The heatmap marks where the image features that drove the answer lie: where the model "
@@ -229,21 +235,24 @@ def render_sidebar(client: ServiceClient) -> int | None:
 
 @dataclass(frozen=True)
 class HeatmapView:
-    """The reader's choice: show the heatmap or not, and how opaque (0..1)."""
+    """The reader's choice: show the heatmap or not, how opaque (0..1), and the boxes."""
 
     show: bool
     opacity: float
+    boxes: bool = True
 
 
 def render_heatmap_controls() -> HeatmapView:
     """The toggle and the opacity slider, once for all cards, with what the heatmap means."""
-    left, right = st.columns([2, 3], gap="large")
+    left, middle, right = st.columns([2, 3, 2], gap="large")
     with left:
         show = st.toggle("Show where the model looked", value=True)
-    with right:
+    with middle:
         opacity = st.slider("Heatmap opacity", 0, 100, 50, step=5, format="%d%%", disabled=not show)
-    st.caption(HEATMAP_MEANING)
-    return HeatmapView(show=show, opacity=opacity / 100.0)
+    with right:
+        boxes = st.toggle("Show fracture boxes", value=True)
+    st.caption(BOXES_MEANING + " " + HEATMAP_MEANING)
+    return HeatmapView(show=show, opacity=opacity / 100.0, boxes=boxes)
 
 
 def render_result(
@@ -285,6 +294,11 @@ def render_image(
             caption += " · the heatmap could not be read"
     elif view.show and prediction is not None and _cannot_explain(prediction):
         caption += " · this model version cannot show where it looked"
+    fracture = prediction.fracture if prediction is not None else None
+    if view.boxes and fracture is not None and fracture.regions:
+        image = draw_boxes(image, [r.box for r in fracture.regions], fracture.image_size)
+        count = len(fracture.regions)
+        caption += f" · {count} fracture box{'es' if count > 1 else ''} (cyan)"
     st.image(image, caption=caption)
 
 
@@ -292,16 +306,43 @@ def _cannot_explain(prediction: Prediction) -> bool:
     return any(w.code == NO_EXPLANATION for w in prediction.warnings)
 
 
+def render_finding(fracture: Fracture) -> None:
+    """The first question: is a bone broken? The finding, its probability, what it means."""
+    st.caption("Is a bone broken?")
+    st.header(FINDING_HEADLINES.get(fracture.finding, fracture.finding), anchor=False)
+    if fracture.probability is not None:
+        st.metric("Fracture probability", f"{fracture.probability:.1%}")
+    if fracture.rule_out is not None and fracture.rule_in is not None:
+        st.caption(
+            f"Below {fracture.rule_out:.0%}: no fracture seen (in cross-validation "
+            f"{fracture.sensitivity or 0:.0%} of fractures scored above it); from "
+            f"{fracture.rule_in:.0%}: fracture likely ({fracture.specificity or 0:.0%} of "
+            "intact bones scored below it); between the two: uncertain."
+        )
+
+
 def render_prediction(prediction: Prediction) -> None:
-    """Label, confidence, warnings first, then the chart and who answered."""
+    """Warnings, then the finding (is a bone broken?), then the type, the chart and who
+    answered."""
     for warning in prediction.warnings:
         if warning.code != NO_EXPLANATION:  # said under the image instead: not a reason to doubt
             st.warning(f"**Warning:** {warning.message}", icon=":material/warning:")
+    if prediction.fracture is not None:
+        render_finding(prediction.fracture)
+        st.divider()
+        st.caption("If this is a fracture, its type is most likely")
+    else:
+        st.caption(
+            "Predicted fracture type (this model version does not say whether a bone is "
+            "broken: it names a type for any image)"
+        )
     # A header, not st.metric: metrics cut long class names short with an ellipsis. The
     # confidence goes below it at the card's full width: in a quarter-width column beside
     # the label, an 800 px window showed "Confi…" and "6…".
-    st.caption("Predicted fracture type")
-    st.header(prediction.label, anchor=False)
+    if prediction.fracture is not None:
+        st.subheader(prediction.label, anchor=False)
+    else:
+        st.header(prediction.label, anchor=False)
     st.metric("Confidence", f"{prediction.confidence:.1%}")
     st.altair_chart(probability_chart(prediction), width="stretch")
     if prediction.dicom is not None:

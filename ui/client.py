@@ -83,6 +83,28 @@ class Explanation:
 
 
 @dataclass(frozen=True)
+class FractureRegion:
+    """Where a fracture may lie: a box in the uploaded image's pixels, and its score."""
+
+    box: tuple[float, float, float, float]  # x_min, y_min, x_max, y_max
+    score: float
+
+
+@dataclass(frozen=True)
+class Fracture:
+    """Is a bone broken: the service's ``fracture`` block."""
+
+    probability: float | None
+    finding: str  # "fracture", "no_fracture" or "uncertain"
+    regions: tuple[FractureRegion, ...] = ()
+    rule_out: float | None = None  # thresholds on the probability
+    rule_in: float | None = None
+    sensitivity: float | None = None  # kept at rule_out in cross-validation
+    specificity: float | None = None  # kept at rule_in
+    image_size: tuple[int, int] | None = None  # (width, height) the boxes refer to
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The service's answer for one image (see ``POST /predict``)."""
 
@@ -95,6 +117,8 @@ class Prediction:
     trained_on: str | None = None  # what the answering model learned from, when it says
     dicom: DicomInfo | None = None  # set for a DICOM upload
     explanation: Explanation | None = None  # when asked for and the model can explain
+    fracture: Fracture | None = None  # a model with fracture heads
+    summary: str | None = None  # the finding first, then the type as a conditional
 
 
 @dataclass(frozen=True)
@@ -331,6 +355,35 @@ def _parse_explanation(value: object) -> Explanation | None:
     return Explanation(method=method, label=label, heatmap_png=heatmap)
 
 
+def _parse_fracture(value: object) -> Fracture | None:
+    """``fracture`` as the service sends it; anything else (null, an older service) is None."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("finding"), str):
+        return None
+    regions = []
+    for item in value.get("regions") or ():
+        box = item.get("box") if isinstance(item, Mapping) else None
+        if isinstance(box, list) and len(box) == 4:
+            regions.append(
+                FractureRegion(box=tuple(float(v) for v in box), score=float(item["score"]))  # type: ignore[arg-type]
+            )
+    thresholds = value.get("thresholds") if isinstance(value.get("thresholds"), Mapping) else {}
+    rule_out = thresholds.get("rule_out") or {}
+    rule_in = thresholds.get("rule_in") or {}
+    probability = value.get("probability")
+    size = value.get("image_size")
+    image_size = (int(size[0]), int(size[1])) if isinstance(size, list) and len(size) == 2 else None
+    return Fracture(
+        probability=float(probability) if isinstance(probability, int | float) else None,
+        finding=str(value["finding"]),
+        regions=tuple(regions),
+        rule_out=rule_out.get("threshold"),
+        rule_in=rule_in.get("threshold"),
+        sensitivity=rule_out.get("sensitivity"),
+        specificity=rule_in.get("specificity"),
+        image_size=image_size,
+    )
+
+
 def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
     """A :class:`Prediction` from ``POST /predict``'s body, probabilities sorted high first."""
     try:
@@ -357,6 +410,8 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
             trained_on=_optional_text(body.get("trained_on")),
             dicom=_parse_dicom(body.get("dicom")),
             explanation=_parse_explanation(body.get("explanation")),
+            fracture=_parse_fracture(body.get("fracture")),
+            summary=_optional_text(body.get("summary")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad_response("/predict", exc) from exc

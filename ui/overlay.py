@@ -46,3 +46,29 @@ def overlay(image: Image.Image, heatmap: Image.Image, opacity: float) -> Image.I
     alpha = (opacity * evidence)[..., np.newaxis]
     blended = base * (1.0 - alpha) + heat_colours(evidence) * alpha
     return Image.fromarray((np.clip(blended, 0.0, 1.0) * 255.0).round().astype(np.uint8))
+
+
+#: Box outline colour: cyan reads against both bone (white) and the red-yellow heatmap.
+BOX_COLOUR = (0, 220, 255)
+
+
+def draw_boxes(
+    image: Image.Image,
+    boxes: list[tuple[float, float, float, float]],
+    frame: tuple[int, int] | None,
+) -> Image.Image:
+    """``image`` with each box outlined; boxes are in pixels of ``frame`` (width, height),
+    the image as the service saw it, and are scaled to the preview's size."""
+    from PIL import ImageDraw  # noqa: PLC0415 - Pillow's drawing is only needed here
+
+    out = image.convert("RGB")
+    if not boxes:
+        return out
+    frame_width, frame_height = frame or out.size
+    sx = out.width / max(frame_width, 1)
+    sy = out.height / max(frame_height, 1)
+    draw = ImageDraw.Draw(out)
+    line = max(2, round(min(out.size) / 150))
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((x0 * sx, y0 * sy, x1 * sx, y1 * sy), outline=BOX_COLOUR, width=line)
+    return out
