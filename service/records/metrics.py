@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+#: Why an answer goes unrecorded (the label of bonefrac_prediction_log_dropped_total).
+DROP_REASONS = ("queue_full", "rejected", "shutdown")
+
 
 class RecordsMetrics:
     """Monitoring of answers and reviews, and the prediction log's health."""
@@ -73,6 +76,8 @@ class RecordsMetrics:
             registry=registry,
         )
         self.database_up.set(1)
+        for reason in DROP_REASONS:  # exposed at 0 from the start: rate() then reads 0
+            self.log_dropped.labels(reason)
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Read the queue's depth at scrape time (nothing to update per answer)."""
