@@ -77,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assemble.add_argument("--name", default=None, help="model name (default: the shipped one)")
 
+    reviewed = commands.add_parser(
+        "export-reviewed",
+        help="write the readers' reviewed cases (with stored images) as a training set",
+    )
+    reviewed.add_argument("--out", type=Path, required=True, help="new folder to write")
+    reviewed.add_argument(
+        "--database-url",
+        help="the service's records database (default: $BONEFRAC_DATABASE_URL, else SQLite "
+        "in $BONEFRAC_RECORDS_DIR or records/)",
+    )
+    reviewed.add_argument(
+        "--no-fracture-folder",
+        help="also export images readers said show no fracture, into this class folder",
+    )
+
     evaluate = commands.add_parser("evaluate", help="score an exported version on a dataset")
     evaluate.add_argument("--model", type=Path, required=True, help="models/<name>/<N>")
     evaluate.add_argument("--data", type=Path, required=True)
@@ -198,6 +213,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"reports written to {metrics['reports_dir']}")
 
 
+def _export_reviewed(args: argparse.Namespace) -> None:
+    from trainer.reviewed import export_reviewed, url_from  # noqa: PLC0415
+
+    summary = export_reviewed(
+        args.out, url_from(args.database_url), no_fracture_folder=args.no_fracture_folder
+    )
+    print(summary.describe())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -206,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "crossval": _crossval,
         "assemble": _assemble,
         "evaluate": _evaluate,
+        "export-reviewed": _export_reviewed,
     }
     try:
         handlers[args.command](args)
