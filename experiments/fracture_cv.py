@@ -31,12 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from modelio.regions import find_regions
 from trainer.fracture_heads import (
     MAP_TAPS,
     fit_fracture_heads,
     peak,
     position_features,
+)
+from trainer.fracture_metrics import (
+    at_threshold,
+    auc,
+    box_recall,
+    operating_points,
+    pointing_game,
 )
 
 REGIONS = ("hand", "leg", "hip", "shoulder")
@@ -52,17 +58,6 @@ FLAGS = (
     "lateral",
     "oblique",
 )
-#: Sensitivity the rule-out threshold keeps, and specificity the rule-in one keeps.
-RULE_OUT_SENSITIVITY = 0.95
-RULE_IN_SPECIFICITY = 0.95
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
-
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
 
 
 def read_flags(csv_file: Path, paths: np.ndarray) -> np.ndarray:
@@ -92,59 +87,19 @@ def flags_baseline(flags: np.ndarray, labels: np.ndarray, train: np.ndarray) -> 
     )
 
 
-def operating_points(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """(rule_out, rule_in) thresholds on held-out answers."""
-    rule_out = float(np.quantile(scores[labels == 1], 1.0 - RULE_OUT_SENSITIVITY))
-    rule_in = float(np.quantile(scores[labels == 0], RULE_IN_SPECIFICITY))
-    return rule_out, max(rule_in, rule_out)
-
-
-def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    positive = scores >= threshold
-    return {
-        "threshold": round(threshold, 4),
-        "sensitivity": round(float(positive[labels == 1].mean()), 4),
-        "specificity": round(float((~positive)[labels == 0].mean()), 4),
-    }
-
-
 def localisation(
-    maps: np.ndarray,
-    coverage: np.ndarray,
-    fractured: np.ndarray,
-    region_threshold: float,
+    maps: np.ndarray, coverage: np.ndarray, fractured: np.ndarray, region_threshold: float
 ) -> dict[str, float]:
     """Pointing game and outline recall at one false box per image."""
-    outlined = np.flatnonzero((fractured == 1) & (coverage.reshape(len(coverage), -1).max(1) > 0))
-    hits = 0
-    for i in outlined:
-        regions = find_regions(maps[i], region_threshold, max_regions=1)
-        if regions:
-            r = regions[0]
-            hits += bool(coverage[i, r.row0 : r.row1, r.col0 : r.col1].max() > 0)
-        else:
-            row, col = np.unravel_index(int(np.argmax(maps[i])), maps[i].shape)
-            hits += bool(coverage[i, row, col] > 0)
-    # recall of outlined images at 1 false box per image: sweep thresholds
-    is_outlined = np.zeros(len(maps), bool)
-    is_outlined[outlined] = True
-    best_recall, chosen = 0.0, None
-    for threshold in np.linspace(0.05, 0.95, 19):
-        false_boxes = found = 0
-        for i in range(len(maps)):
-            hit_any = False
-            for r in find_regions(maps[i], float(threshold)):
-                hit = bool(coverage[i, r.row0 : r.row1, r.col0 : r.col1].max() > 0)
-                false_boxes += 0 if hit else 1
-                hit_any |= hit
-            found += bool(is_outlined[i] and hit_any)
-        if false_boxes / len(maps) <= 1.0 and found / max(1, len(outlined)) >= best_recall:
-            best_recall, chosen = found / max(1, len(outlined)), float(threshold)
+    outlined = (fractured == 1) & (coverage.reshape(len(coverage), -1).max(axis=1) > 0)
+    recall, threshold = box_recall(maps, coverage, outlined)
     return {
-        "outlined_images": len(outlined),
-        "pointing_game": round(hits / max(1, len(outlined)), 4),
-        "recall_at_1_false_box_per_image": round(best_recall, 4),
-        "threshold_at_1_false_box": chosen if chosen is not None else float("nan"),
+        "outlined_images": int(outlined.sum()),
+        "pointing_game": round(
+            pointing_game(maps[outlined], coverage[outlined], region_threshold), 4
+        ),
+        "recall_at_1_false_box_per_image": round(recall, 4),
+        "threshold_at_1_false_box": threshold,
     }
 
 
