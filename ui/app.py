@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from modelio.contract import FINDING_HEADLINES
 from modelio.images import decode
+from ui import review
 from ui.client import (
     DEFAULT_API_URL,
     DEFAULT_READ_TIMEOUT,
@@ -272,6 +273,7 @@ def render_result(
                 prediction = None
             if prediction is not None:
                 render_prediction(prediction)
+                review.render_review_form(client, prediction)
         with left:
             render_image(preview(upload.data), prediction, view)
 
@@ -376,6 +378,9 @@ def render_page() -> None:
     """The whole page, top to bottom."""
     client = get_client(api_url(), read_timeout(), *api_key())
     served_version = render_sidebar(client)
+    if review.choose_view() == review.RECENT:
+        review.render_recent(client)
+        return
 
     st.title("Bone fracture X-ray classifier")
     st.info(DISCLAIMER, icon=":material/medical_information:")

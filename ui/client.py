@@ -10,7 +10,7 @@ to know about ``requests`` exceptions and never shows a traceback.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
@@ -119,6 +119,7 @@ class Prediction:
     explanation: Explanation | None = None  # when asked for and the model can explain
     fracture: Fracture | None = None  # a model with fracture heads
     summary: str | None = None  # the finding first, then the type as a conditional
+    prediction_id: str | None = None  # the answer's id in the prediction log (reviews)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,34 @@ class ServiceClient:
             version=version if isinstance(version, int) else None,
         )
 
+    def send_review(self, review: ReviewDraft, *, reviewer_key: str | None = None) -> Review:
+        """Store a reader's verdict on an answer (``POST /feedback``); sending the same
+        review again is harmless (the service keeps one)."""
+        body = self._request(
+            "POST",
+            "/feedback",
+            json=asdict(review),
+            headers=_reviewer_headers(reviewer_key),
+            read_timeout=STATUS_READ_TIMEOUT,
+        )
+        return _parse_review(body)
+
+    def recent_answers(
+        self, limit: int = 50, *, reviewer_key: str | None = None
+    ) -> tuple[LoggedAnswer, ...]:
+        """The latest recorded answers with their reviews, contradicted ones first."""
+        body = self._request(
+            "GET",
+            "/predictions",
+            params={"limit": limit},
+            headers=_reviewer_headers(reviewer_key),
+            read_timeout=STATUS_READ_TIMEOUT,
+        )
+        try:
+            return tuple(_parse_logged(item) for item in body["answers"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad_response("/predictions", exc) from exc
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _request(
@@ -232,12 +261,23 @@ class ServiceClient:
         *,
         read_timeout: float | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One call, its JSON object body, or a :class:`ServiceError` saying what failed."""
         url = self.base_url + path
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         try:
-            response = self._session.request(method, url, files=files, timeout=timeout)
+            response = self._session.request(
+                method,
+                url,
+                files=files,
+                json=json,
+                params=params,
+                headers=dict(headers) if headers else None,
+                timeout=timeout,
+            )
         except requests.exceptions.Timeout as exc:
             # ConnectTimeout is both a Timeout and a ConnectionError: the service is not
             # reachable, which is what the user needs to hear.
@@ -412,6 +452,96 @@ def _parse_prediction(body: Mapping[str, Any]) -> Prediction:
             explanation=_parse_explanation(body.get("explanation")),
             fracture=_parse_fracture(body.get("fracture")),
             summary=_optional_text(body.get("summary")),
+            prediction_id=_optional_text(body.get("prediction_id")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad_response("/predict", exc) from exc
+
+
+# -- reviews (POST /feedback, GET /predictions) -----------------------------------------
+
+REVIEWER_KEY_HEADER = "X-Reviewer-Key"
+
+
+@dataclass(frozen=True)
+class ReviewDraft:
+    """What a reader sends: the finding and the type (None: not said) and a note."""
+
+    prediction_id: str
+    reader: str
+    finding: str | None = None  # "fracture" or "no_fracture"
+    fracture_type: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """A stored review and whether the reader agreed with the model."""
+
+    id: int
+    prediction_id: str
+    created_at: str
+    reader: str
+    finding: str | None
+    fracture_type: str | None
+    comment: str | None
+    model_label: str
+    model_finding: str | None
+    disagrees: bool
+
+
+@dataclass(frozen=True)
+class LoggedAnswer:
+    """A recorded answer and its reviews (``GET /predictions``)."""
+
+    prediction_id: str
+    created_at: str
+    model: str
+    version: int
+    label: str
+    confidence: float
+    finding: str | None
+    warnings: tuple[str, ...]
+    image_kind: str
+    image_stored: bool
+    disagreement: bool
+    reviews: tuple[Review, ...]
+
+
+def _reviewer_headers(key: str | None) -> dict[str, str] | None:
+    return {REVIEWER_KEY_HEADER: key} if key else None
+
+
+def _parse_review(body: Mapping[str, Any]) -> Review:
+    try:
+        return Review(
+            id=int(body["id"]),
+            prediction_id=str(body["prediction_id"]),
+            created_at=str(body["created_at"]),
+            reader=str(body["reader"]),
+            finding=_optional_text(body.get("finding")),
+            fracture_type=_optional_text(body.get("fracture_type")),
+            comment=_optional_text(body.get("comment")),
+            model_label=str(body["model_label"]),
+            model_finding=_optional_text(body.get("model_finding")),
+            disagrees=bool(body["disagrees"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad_response("/feedback", exc) from exc
+
+
+def _parse_logged(item: Mapping[str, Any]) -> LoggedAnswer:
+    return LoggedAnswer(
+        prediction_id=str(item["prediction_id"]),
+        created_at=str(item["created_at"]),
+        model=str(item["model"]),
+        version=int(item["version"]),
+        label=str(item["label"]),
+        confidence=float(item["confidence"]),
+        finding=_optional_text(item.get("finding")),
+        warnings=tuple(str(code) for code in item.get("warnings") or ()),
+        image_kind=str(item.get("image_kind") or ""),
+        image_stored=bool(item.get("image_stored")),
+        disagreement=bool(item.get("disagreement")),
+        reviews=tuple(_parse_review(review) for review in item.get("reviews") or ()),
+    )
