@@ -1,0 +1,136 @@
+"""The fracture block: how a model's fracture outputs become the answer's first line.
+
+A stand-in predictor returns chosen outputs, so each rule (the finding between the two
+thresholds, boxes only when a fracture is possible, boxes in the pixels of the image as
+shown, a model without fracture heads answering without the block) is checked exactly,
+with no TensorFlow and no trained model. The trained heads are checked end to end in
+``tests/trainer/test_fracture_training.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelio import contract
+from modelio.images import InputSpec
+from service.fracture import summary
+from service.inference import Ranked, classify
+from service.registry import LoadedModel
+
+RULES = {
+    "rule_out": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.55},
+    "rule_in": {"threshold": 0.7, "sensitivity": 0.6, "specificity": 0.95},
+    "region_threshold": 0.5,
+    "measured_on": "held-out folds of grouped 5-fold cross-validation",
+}
+CLASSES = ("Oblique fracture", "Spiral Fracture")
+
+
+class StandIn:
+    """A predictor answering fixed outputs for every image."""
+
+    runtime = "stand-in"
+    input_shape = (32, 32, 1)
+
+    def __init__(self, probability: float, fracture_map: np.ndarray | None) -> None:
+        self.probability, self.fracture_map = probability, fracture_map
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(images)
+        out = {contract.PROBABILITIES: np.tile([[0.3, 0.7]], (n, 1)).astype(np.float32)}
+        out[contract.FRACTURE_PROBABILITY] = np.full(n, self.probability, np.float32)
+        if self.fracture_map is not None:
+            out[contract.FRACTURE_MAP] = np.stack([self.fracture_map] * n).astype(np.float32)
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)[contract.PROBABILITIES]
+
+
+def loaded(predictor: StandIn, *, rules: bool = True) -> LoadedModel:
+    metadata = {"name": "m", "version": 1, "classes": list(CLASSES), "input": {}}
+    if rules:
+        metadata["fracture"] = RULES
+    return LoadedModel(
+        name="m",
+        version=1,
+        path=Path("m/1"),
+        metadata=metadata,
+        classes=CLASSES,
+        spec=InputSpec(32, 32, 1),
+        predictor=predictor,  # type: ignore[arg-type]
+        loaded_at=dt.datetime.now(dt.UTC),
+        load_seconds=0.0,
+    )
+
+
+def png(width: int = 400, height: int = 300) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width), 120, np.uint8), "L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def answer(predictor: StandIn, *, rules: bool = True, data: bytes | None = None) -> Ranked:
+    (result,) = classify(
+        [data or png()],
+        loaded(predictor, rules=rules),
+        max_pixels=10**8,
+        max_decode_bytes=2**30,
+        confidence_threshold=0.5,
+        colour_threshold=50.0,
+    )
+    assert isinstance(result, Ranked)
+    return result
+
+
+def lower_left_map() -> np.ndarray:
+    fracture_map = np.zeros((22, 22), np.float32)
+    fracture_map[11:22, 0:11] = 0.8
+    return fracture_map
+
+
+@pytest.mark.parametrize(
+    ("probability", "finding"),
+    [(0.05, "no_fracture"), (0.2, "uncertain"), (0.5, "uncertain"), (0.75, "fracture")],
+)
+def test_the_finding_follows_the_versions_thresholds(probability: float, finding: str) -> None:
+    result = answer(StandIn(probability, lower_left_map()))
+    assert result.fracture is not None
+    assert result.fracture.finding == finding
+    assert result.fracture.probability == pytest.approx(probability, abs=1e-4)
+
+
+def test_boxes_are_in_the_pixels_of_the_image_as_shown() -> None:
+    result = answer(StandIn(0.9, lower_left_map()), data=png(400, 300))
+    assert result.fracture is not None
+    assert result.fracture.image_size == (400, 300)
+    (region,) = result.fracture.regions
+    assert region.box == (0.0, 150.0, 200.0, 300.0)
+    assert region.score == pytest.approx(0.8, abs=1e-4)
+
+
+def test_no_fracture_gives_no_box_even_where_the_map_is_warm() -> None:
+    result = answer(StandIn(0.05, lower_left_map()))
+    assert result.fracture is not None
+    assert result.fracture.regions == ()
+
+
+def test_a_model_without_fracture_rules_answers_without_the_block() -> None:
+    result = answer(StandIn(0.9, lower_left_map()), rules=False)
+    assert result.fracture is None
+    assert summary(result.fracture, result.label, result.confidence).startswith(
+        "This model does not say whether a bone is broken"
+    )
+
+
+def test_the_summary_leads_with_the_finding_and_names_the_type_as_a_conditional() -> None:
+    result = answer(StandIn(0.05, lower_left_map()))
+    text = summary(result.fracture, result.label, result.confidence)
+    assert text.startswith("No fracture seen (fracture probability 5%)")
+    assert "if this is a fracture, its type is most likely Spiral Fracture (70%)" in text
