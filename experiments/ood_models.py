@@ -35,7 +35,7 @@ from pretrained_features import SETTINGS, columns, extract
 from modelio.images import InputSpec, decode_image, to_array
 from trainer import heads
 from trainer.backbones import feature_extractor
-from trainer.train import predict
+from trainer.predict import predict
 
 SETTING = "lite2-352"
 #: (name, fit(train features, train groups, seed) -> score function, threshold)

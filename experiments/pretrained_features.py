@@ -32,7 +32,7 @@ from trainer import data, evaluate
 from trainer.backbones import feature_extractor
 from trainer.crossval import grouped_folds
 from trainer.heads import fit_linear_head, fit_ood
-from trainer.train import predict
+from trainer.predict import predict
 
 SETTINGS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "lite0-224": ("efficientnet-lite0", 224, ("stage4", "stage5", "stage6", "stage7", "head")),

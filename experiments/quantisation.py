@@ -29,9 +29,10 @@ from ai_edge_litert.interpreter import Interpreter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import data, evaluate, export
+from trainer.config import TrainConfig
 from trainer.crossval import grouped_folds
+from trainer.families import fit
 from trainer.recipes import recipe_settings
-from trainer.train import TrainConfig, fit
 
 VARIANTS = ("float32", "float16", "int8 dynamic range")
 

@@ -21,9 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import data, evaluate
+from trainer.config import TrainConfig
 from trainer.crossval import grouped_folds
+from trainer.families import fit
+from trainer.predict import predict
 from trainer.recipes import recipe_settings
-from trainer.train import TrainConfig, fit, predict
 
 
 def main() -> None:

@@ -22,9 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from modelio import artifact
+from modelio import artifact, contract
 from modelio.images import InputSpec
+from trainer import export
 from trainer.errors import TrainerError
+from trainer.families.linear import rebuild, reference_images
+from trainer.predict import predict_all
+
+__all__ = ["assemble", "check_reference", "describe", "rebuild", "reference_images"]
 
 #: Reference answers must match to this (probabilities absolute, OOD score relative).
 REFERENCE_TOLERANCE = 1e-4
@@ -47,15 +52,6 @@ _EXPORT_KEYS = frozenset(
 )
 
 
-def reference_images(spec: InputSpec) -> np.ndarray:
-    """Black, gray, white, a diagonal ramp and a fixed checkerboard: deterministic inputs."""
-    ys, xs = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
-    ramp = 255.0 * (xs + ys) / max(spec.height + spec.width - 2, 1)
-    checker = 255.0 * (((xs // 8) + (ys // 8)) % 2)
-    planes = [np.full_like(xs, v) for v in (0.0, 127.0, 255.0)] + [ramp, checker]
-    return np.stack([np.repeat(p[..., None], spec.channels, axis=-1) for p in planes])
-
-
 def _load(source: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     source = Path(source)
     try:
@@ -75,45 +71,10 @@ def _load(source: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise TrainerError(f"{head_file} is unreadable: {exc}") from exc
 
 
-def rebuild(metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[Any, InputSpec]:
-    """The Keras model described by ``metadata`` with the fitted ``arrays`` of head.npz."""
-    from trainer.backbones import check_available  # noqa: PLC0415
-    from trainer.heads import LinearHead, OodModel  # noqa: PLC0415
-    from trainer.model import Hyperparameters, make_pretrained_model  # noqa: PLC0415
-
-    try:
-        record = metadata["hyperparameters"]
-        backbone = record["backbone"]
-        hparams = Hyperparameters(
-            head="linear",
-            feature_taps=tuple(record["feature_taps"]),
-            feature_mirror=bool(record.get("feature_mirror", False)),
-        )
-        spec = InputSpec.from_dict(metadata["input"])
-        head = LinearHead(
-            *(arrays[f"head_{k}"] for k in ("mean", "scale", "weights", "bias")),
-            c=float(arrays["head_c"]),
-        )
-        ood = OodModel(
-            *(arrays[f"ood_{k}"] for k in ("mean", "scale", "components", "inverse_variance")),
-            residual_inverse_variance=float(arrays["ood_residual_inverse_variance"]),
-            threshold=float(arrays["ood_threshold"]),
-        )
-        temperature = float(arrays["temperature"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainerError(f"the shipped head does not describe a model: missing {exc}") from exc
-    check_available(backbone)
-    model = make_pretrained_model(spec, backbone, hparams, head, ood=ood, temperature=temperature)
-    return model, spec
-
-
 def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) -> float:
     """Largest difference from the answers recorded at training time; raises past tolerance."""
-    from trainer.export import output_difference  # noqa: PLC0415
-    from trainer.train import predict_all  # noqa: PLC0415
-
     answers = predict_all(model, reference_images(spec))
-    if "reference_probabilities" not in arrays:
+    if f"reference_{contract.PROBABILITIES}" not in arrays:
         raise TrainerError("the shipped head records no reference probabilities")
     worst = 0.0
     # outputs added after a head was shipped (class_maps) have no reference: they come
@@ -121,7 +82,7 @@ def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) 
     for name, got in answers.items():
         expected = arrays.get(f"reference_{name}")
         if expected is not None:
-            worst = max(worst, output_difference(name, got, expected))
+            worst = max(worst, export.output_difference(name, got, expected))
     if not worst <= REFERENCE_TOLERANCE:
         raise TrainerError(
             f"the rebuilt model differs from the trained one by {worst:.2e}: is the "
@@ -132,8 +93,6 @@ def check_reference(model: Any, spec: InputSpec, arrays: dict[str, np.ndarray]) 
 
 def assemble(source: Path, models_dir: Path, name: str | None = None) -> Path:
     """Export the model shipped in ``source`` as the next version under ``models_dir``."""
-    from trainer import export  # noqa: PLC0415
-
     metadata, arrays = _load(source)
     name = name or str(metadata["name"])
     export.ensure_writable(models_dir, name)

@@ -13,9 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from modelio import contract
 from trainer import data, evaluate
+from trainer.config import TrainConfig
 from trainer.errors import TrainerError
-from trainer.train import TrainConfig, fit, predict, predict_all, validate_config
+from trainer.families import fit
+from trainer.predict import predict, predict_all
+from trainer.train import validate_config
 
 SUMMARY_KEYS = ("accuracy", "top3_accuracy", "macro_f1")
 
@@ -57,15 +61,16 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict[str, Any]:
         fitted = fit(config, config.hparams, dataset, split)
         images = dataset.images[held_out]
         answers = predict_all(fitted.model, images)
-        probabilities = answers["probabilities"]
+        probabilities = answers[contract.PROBABILITIES]
         metrics = evaluate.compute_metrics(dataset.labels[held_out], probabilities, dataset.classes)
         # Test-time augmentation, measured for free: average with the mirrored image.
         mirrored = (probabilities + predict(fitted.model, images[:, :, ::-1, :])) / 2
         tta = evaluate.compute_metrics(dataset.labels[held_out], mirrored, dataset.classes)
         row = {key: metrics[key] for key in SUMMARY_KEYS}
         row.update({f"tta_{key}": tta[key] for key in SUMMARY_KEYS})
-        if "ood_score" in answers:  # held-out radiographs the OOD check calls unfamiliar
-            row["ood_flagged"] = float(np.mean(answers["ood_score"] > 1.0))
+        if contract.OOD_SCORE in answers:  # held-out radiographs the OOD check calls unfamiliar
+            flagged = [contract.is_unfamiliar(float(s)) for s in answers[contract.OOD_SCORE]]
+            row["ood_flagged"] = float(np.mean(flagged))
         row.update(
             fold=number,
             samples=len(held_out),

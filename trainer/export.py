@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from modelio import artifact
+from modelio import artifact, contract
 from modelio.images import PREPROCESSING_DESCRIPTION, InputSpec
 from trainer.errors import TrainerError
+from trainer.predict import named_outputs
 
 #: The exported TFLite model must reproduce the SavedModel's probabilities within this
 #: tolerance (measured: up to 3e-5 through a 60-layer pretrained backbone, float32 on two
@@ -103,17 +104,11 @@ def output_difference(name: str, got: np.ndarray, expected: np.ndarray) -> float
     to their peak, so an error small next to the peak is invisible."""
     got, expected = np.asarray(got), np.asarray(expected)
     error = np.abs(got - expected)
-    if name == "class_maps":
+    if name == contract.CLASS_MAPS:
         return float(np.max(error) / max(float(np.max(np.abs(expected), initial=0.0)), 1.0))
-    if name != "probabilities":
+    if name != contract.PROBABILITIES:
         error = error / np.maximum(np.abs(expected), 1.0)
     return float(np.max(error))
-
-
-def named_outputs(model: Any, images: Any) -> dict[str, Any]:
-    """``{"probabilities": ...}``, plus ``ood_score`` for a model that has one."""
-    answer = model(images, training=False)
-    return dict(answer) if isinstance(answer, dict) else {"probabilities": answer}
 
 
 def _write_saved_model(model: Any, spec: InputSpec, path: Path) -> None:
@@ -195,7 +190,9 @@ def export_version(
             np.concatenate([probe.astype(np.float32), uniform]),
         )
         for output, difference in tflite_diff.items():
-            tolerance = TFLITE_TOLERANCE if output == "probabilities" else TFLITE_SCORE_TOLERANCE
+            tolerance = (
+                TFLITE_TOLERANCE if output == contract.PROBABILITIES else TFLITE_SCORE_TOLERANCE
+            )
             if not difference <= tolerance:  # NaN included
                 raise TrainerError(
                     f"TFLite export differs from the SavedModel by {difference:.2e} in {output}"
@@ -218,7 +215,7 @@ def export_version(
                 spec, len(classes), "out_of_distribution" in metadata, _class_map_grid(model)
             ),
             "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
-            "tflite_max_abs_diff": tflite_diff["probabilities"],
+            "tflite_max_abs_diff": tflite_diff[contract.PROBABILITIES],
             **({"tflite_max_diff": tflite_diff} if len(tflite_diff) > 1 else {}),
             "libraries": library_versions(),
             **metadata,
@@ -233,7 +230,7 @@ def _class_map_grid(model: Any) -> tuple[int, int] | None:
     """The ``(h, w)`` grid of a model's ``class_maps`` output, or None without one."""
     output = getattr(model, "output", None)  # a test's stand-in model may have none
     outputs = output if isinstance(output, dict) else {}
-    maps = outputs.get("class_maps")
+    maps = outputs.get(contract.CLASS_MAPS)
     return None if maps is None else (int(maps.shape[1]), int(maps.shape[2]))
 
 

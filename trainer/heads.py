@@ -1,7 +1,7 @@
 """What is fitted on top of frozen pretrained features: a linear head and an OOD model.
 
 Both are plain numpy arrays fitted with scikit-learn, then written into the exported
-Keras graph as fixed layers (:func:`trainer.model.make_pretrained_model`), so the model
+Keras graph as fixed layers (:mod:`trainer.families.linear`), so the model
 still takes raw pixels and the service needs nothing but the TFLite runtime.
 
 - :class:`LinearHead`: standardised features -> multinomial logistic regression, its

@@ -1,4 +1,4 @@
-"""Hyperparameter search with keras-tuner over :func:`trainer.model.build_model`."""
+"""Hyperparameter search with keras-tuner over :func:`trainer.families.cnn.build_model`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.model import Hyperparameters, build_model, hparams_from_tuner
+from trainer.families.cnn import build_model, hparams_from_tuner
+from trainer.model import Hyperparameters
+from trainer.pipelines import training_datasets
 
 if TYPE_CHECKING:
+    from trainer.config import TrainConfig
     from trainer.data import LoadedDataset, Split
-    from trainer.train import TrainConfig
 
 
 def search_hyperparameters(
@@ -20,8 +22,6 @@ def search_hyperparameters(
 ) -> tuple[Hyperparameters, dict[str, Any]]:
     """Random search on the validation split; the test split is never looked at."""
     import keras_tuner  # noqa: PLC0415
-
-    from trainer.train import training_datasets  # noqa: PLC0415
 
     num_classes = len(dataset.classes)
     train_ds, val_ds = training_datasets(config, dataset, split)

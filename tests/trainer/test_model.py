@@ -19,7 +19,8 @@ MODEL_NAME = "bone-fracture"
 def test_build_model_with_default_hyperparameters() -> None:
     import keras_tuner
 
-    from trainer.model import DEFAULTS, build_model
+    from trainer.families.cnn import build_model
+    from trainer.model import DEFAULTS
 
     spec = InputSpec(64, 64, 1)
     model = build_model(keras_tuner.HyperParameters(), num_classes=7, spec=spec)
@@ -129,7 +130,7 @@ def test_bytes_signature_agrees_with_shared_preprocessing(
 
 def test_backbone_loads_local_weights_and_refuses_bad_ones(tmp_path: Path) -> None:
     from trainer.errors import TrainerError
-    from trainer.model import make_model
+    from trainer.families.cnn import make_model
 
     spec = InputSpec(32, 32, 3)
     first = make_model(3, spec, backbone="MobileNetV2")
@@ -150,7 +151,8 @@ def test_backbone_loads_local_weights_and_refuses_bad_ones(tmp_path: Path) -> No
 
 def test_temperature_divides_the_logits() -> None:
     from trainer.calibration import softmax
-    from trainer.model import logits_model, make_model, with_temperature
+    from trainer.families.cnn import make_model
+    from trainer.model import logits_model, with_temperature
 
     model = make_model(4, InputSpec(32, 32, 1))
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype(np.float32)
@@ -197,7 +199,7 @@ def _edge(vertical: bool, size: int = 32) -> np.ndarray:
 
 
 def test_oriented_gradients_put_an_edge_in_its_orientation_bin() -> None:
-    from trainer.model import OrientedGradients
+    from trainer.gradients import OrientedGradients
 
     layer = OrientedGradients(4)  # bins at 0, 45, 90 and 135 degrees
     across_x = np.asarray(layer(_edge(vertical=True))).sum(axis=(0, 1, 2))
@@ -235,7 +237,8 @@ def _export_and_answer_a_blank(model, probe: np.ndarray, tmp_path: Path) -> None
 
 
 def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) -> None:
-    from trainer.model import Hyperparameters, make_model
+    from trainer.families.cnn import make_model
+    from trainer.model import Hyperparameters
 
     model = make_model(3, InputSpec(64, 64, 1), Hyperparameters(stem="gradients"))
     assert model.get_layer("histograms").output.shape[-1] == 8 * 8 * 9
@@ -246,8 +249,10 @@ def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) 
 
 
 def test_forest_head_exports_to_a_matching_tflite(tmp_path: Path) -> None:
+    from trainer.families.forest import make_forest_model
     from trainer.forest import grow_forest
-    from trainer.model import Hyperparameters, gradient_features_model, make_forest_model
+    from trainer.gradients import gradient_features_model
+    from trainer.model import Hyperparameters
 
     spec, hparams = InputSpec(64, 64, 1), Hyperparameters(stem="gradients", head="forest")
     images = np.random.default_rng(1).uniform(0, 255, (30, 64, 64, 1)).astype(np.float32)
@@ -258,7 +263,8 @@ def test_forest_head_exports_to_a_matching_tflite(tmp_path: Path) -> None:
 
 
 def test_gradients_stem_keeps_its_cells_when_they_do_not_divide_the_size() -> None:
-    from trainer.model import Hyperparameters, make_model
+    from trainer.families.cnn import make_model
+    from trainer.model import Hyperparameters
 
     model = make_model(3, InputSpec(100, 100, 1), Hyperparameters(stem="gradients"))
 

@@ -213,7 +213,8 @@ def test_class_maps_split_each_logits_lead_over_the_image_exactly(taps, mirror) 
     features and taps at two resolutions."""
     from modelio.images import InputSpec
     from trainer.backbones import feature_extractor
-    from trainer.model import Hyperparameters, make_pretrained_model
+    from trainer.families.linear import make_pretrained_model
+    from trainer.model import Hyperparameters
 
     spec = InputSpec(96, 128, 1)
     shape = (spec.height, spec.width, spec.channels)
