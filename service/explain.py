@@ -1,7 +1,7 @@
 """Where the model looked: a heatmap from the model's ``class_maps`` output.
 
 Models on a pretrained backbone under a linear head export ``class_maps`` beside their
-probabilities (:func:`trainer.model.make_pretrained_model`): for each class, the
+probabilities (:mod:`trainer.families.linear`): for each class, the
 evidence for it over the other classes at each position of a coarse grid laid over the
 image (class activation maps). Averaged over the grid, a class's map gives back its
 logit's lead over the mean logit (less the head's bias, a constant per class), so the
@@ -22,8 +22,10 @@ import io
 import numpy as np
 from PIL import Image
 
+from modelio import contract
+
 #: The name of the model output holding the maps, ``(N, h, w, classes)``.
-CLASS_MAPS_OUTPUT = "class_maps"
+CLASS_MAPS_OUTPUT = contract.CLASS_MAPS
 METHOD = "class-activation-map"
 #: The longer side of the returned heatmap at most; a smaller image keeps its own size.
 MAX_SIDE = 512

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from modelio import contract
 from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY, FractureRules, is_trained_body_part
 from modelio.dicom import read_geometry
 from modelio.images import (
@@ -228,7 +229,7 @@ def rank(
                 "treat this label as uncertain.",
             )
         )
-    if ood_score is not None and not ood_score <= 1.0:  # NaN counts as unfamiliar
+    if ood_score is not None and contract.is_unfamiliar(ood_score):  # NaN counts too
         warnings.append(
             PredictionWarning(
                 "unfamiliar_image",

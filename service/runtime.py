@@ -24,15 +24,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelio import contract
 from modelio.artifact import SAVED_MODEL_FILE, TFLITE_FILE, ArtifactError
 from modelio.images import InputSpec
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
+OUTPUT_NAME = contract.PROBABILITIES
 #: Models on a pretrained backbone also output how unlike the training images each input
 #: is (``trainer.heads.OodModel``), over its threshold.
-OOD_OUTPUT = "ood_score"
+OOD_OUTPUT = contract.OOD_SCORE
 
 
 class Predictor(Protocol):
