@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from modelio.dicom import DicomFacts, decode_dicom, is_dicom
 from modelio.errors import DecodeNote, ErrorKind, ImageDecodeError
+from modelio.jpeg_checks import JPEG_FORMATS, check_jpeg_codestream, ends_in_gray_fill
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -146,6 +147,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 def _decode_with_pillow(data: bytes, max_pixels: int) -> Image.Image:
     """Every non-DICOM format: through Pillow, header checked before the pixels."""
+    data = check_jpeg_codestream(data)
     try:
         with warnings.catch_warnings():  # our own pixel limit below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -170,8 +172,17 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> Image.Image:
         )
     try:
         image.load()
+        if image.format in JPEG_FORMATS and ends_in_gray_fill(image):
+            raise ImageDecodeError(
+                "corrupt",
+                "The JPEG's data end before its last row (the rest would be the decoder's "
+                "gray fill): the file is truncated, or its frame header claims more pixels "
+                "than it holds.",
+            )
         image = _upright(image)
         return _to_8bit(image)
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_large", str(exc)) from exc
     except (OSError, ValueError, SyntaxError) as exc:

@@ -12,9 +12,11 @@ import math
 import numpy as np
 import pytest
 from dicom_samples import image_dataset, set_invalid, write
-from PIL import Image
+from hostile_files import cut_jpeg, gray_jpeg, progressive_scan_bomb, with_frame_size
+from PIL import Image, ImageFile
 
 from modelio.images import ImageDecodeError, decode, decode_image
+from modelio.jpeg_checks import MAX_SCAN_PASSES
 
 
 def float_tiff(pixels: np.ndarray) -> bytes:
@@ -113,3 +115,62 @@ def test_defined_terms_are_passed_on() -> None:
     assert facts is not None
     assert (facts.modality, facts.body_part_examined, facts.view_position) == ("CR", "WRIST", "PA")
     assert facts.photometric_interpretation == "MONOCHROME2"
+
+
+# --- JPEGs whose markers lie ----------------------------------------------------------
+
+
+def refused(data: bytes, kind: str) -> str:
+    with pytest.raises(ImageDecodeError) as caught:
+        decode(data)
+    assert caught.value.kind == kind, caught.value
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("size", [(6000, 6000), (600, 600), (96, 200)])
+def test_a_frame_header_claiming_other_dimensions_than_its_data_is_refused(size) -> None:
+    message = refused(with_frame_size(gray_jpeg(96, 72), *size), "corrupt")
+    assert "JPEG" in message
+
+
+def test_a_jpeg_claiming_far_more_pixels_than_its_data_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_load(*_args: object) -> None:
+        raise AssertionError("decoded")
+
+    lying = with_frame_size(gray_jpeg(96, 72), 6000, 6000)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    message = refused(lying, "corrupt")
+    assert "6000x6000" in message
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8, 0.97])
+@pytest.mark.parametrize("end_marker", [True, False])
+def test_a_jpeg_whose_data_end_before_the_last_row_is_refused(fraction, end_marker) -> None:
+    refused(cut_jpeg(gray_jpeg(96, 72), fraction, end_marker=end_marker), "corrupt")
+
+
+def test_a_complete_jpeg_missing_only_its_end_marker_is_accepted() -> None:
+    whole = gray_jpeg(96, 72)
+    assert whole.endswith(b"\xff\xd9")
+    np.testing.assert_array_equal(
+        np.asarray(decode_image(whole[:-2])), np.asarray(decode_image(whole))
+    )
+
+
+def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_load(*_args: object) -> None:
+        raise AssertionError("decoded")
+
+    bomb = progressive_scan_bomb(256, repeats=MAX_SCAN_PASSES * 3)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    message = refused(bomb, "too_large")
+    assert "scans" in message
+
+
+def test_ordinary_progressive_jpegs_pass() -> None:
+    shown = decode_image(gray_jpeg(300, 200, progressive=True))
+    assert shown.size == (300, 200)
