@@ -255,11 +255,15 @@ class PredictionLog:
                     self._database_back()
                     return
                 self._database_down(exc)
-                if self._stop.is_set() and time.monotonic() > self._drain_deadline:
-                    self._finish(batch)
-                    self._dropped("shutdown", len(batch))
-                    return
-                self._stop.wait(pause)
+                if self._stop.is_set():
+                    remaining = self._drain_deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._finish(batch)
+                        self._dropped("shutdown", len(batch))
+                        return
+                    time.sleep(min(pause, remaining))  # stopping: no event to wait on
+                else:
+                    self._stop.wait(pause)  # a stop cuts the pause short
                 pause = min(pause * 2, RETRY_MAX_S)
                 continue
             self._database_back()

@@ -130,3 +130,19 @@ def test_the_service_starts_with_the_database_down(
     assert records.log.flush(timeout=120)
     assert records.ready
     assert count_rows(records.engine)[0] == 1
+
+
+def test_stopping_with_the_database_down_counts_what_is_left(
+    start_app: Callable, outage: PostgresServer
+) -> None:
+    client = start_app()
+    records = client.app.state.records
+    _predict(client, 1)
+    assert records.log.flush(timeout=60)
+    outage.stop()
+    for level in range(2, 5):
+        _predict(client, level)
+    records.log.close(drain_s=0.5)  # what the lifespan does on shutdown, with less patience
+    metrics = client.get("/metrics").text
+    assert 'bonefrac_prediction_log_dropped_total{reason="shutdown"} 3.0' in metrics
+    assert "bonefrac_prediction_log_written_total 1.0" in metrics
