@@ -44,6 +44,7 @@ _EXPORT_KEYS = frozenset(
         "input",
         "preprocessing",
         "signatures",
+        "outputs",
         "files",
         "tflite_max_abs_diff",
         "tflite_max_diff",

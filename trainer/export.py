@@ -214,6 +214,8 @@ def export_version(
             "signatures": _signature_docs(
                 spec, len(classes), "out_of_distribution" in metadata, _class_map_grid(model)
             ),
+            # machine-readable: what the service, benchmarks and TF Serving clients read
+            "outputs": outputs_block(model, len(classes)),
             "files": {"saved_model": artifact.SAVED_MODEL_FILE, "tflite": artifact.TFLITE_FILE},
             "tflite_max_abs_diff": tflite_diff[contract.PROBABILITIES],
             **({"tflite_max_diff": tflite_diff} if len(tflite_diff) > 1 else {}),
@@ -226,12 +228,41 @@ def export_version(
         raise
 
 
+def _named_graph_outputs(model: Any) -> dict[str, Any]:
+    """A multi-output Keras model's outputs by name; ``{}`` for a single output (the
+    probabilities) or a test's stand-in model, which has no ``output`` at all."""
+    output = getattr(model, "output", None)
+    return output if isinstance(output, dict) else {}
+
+
+def _grid(outputs: dict[str, Any], name: str) -> tuple[int, int] | None:
+    """The ``(h, w)`` grid of a per-position output, or None without that output."""
+    tensor = outputs.get(name)
+    return None if tensor is None else (int(tensor.shape[1]), int(tensor.shape[2]))
+
+
 def _class_map_grid(model: Any) -> tuple[int, int] | None:
     """The ``(h, w)`` grid of a model's ``class_maps`` output, or None without one."""
-    output = getattr(model, "output", None)  # a test's stand-in model may have none
-    outputs = output if isinstance(output, dict) else {}
-    maps = outputs.get(contract.CLASS_MAPS)
-    return None if maps is None else (int(maps.shape[1]), int(maps.shape[2]))
+    return _grid(_named_graph_outputs(model), contract.CLASS_MAPS)
+
+
+def outputs_block(model: Any, num_classes: int) -> list[dict[str, Any]]:
+    """metadata.json → ``outputs`` for ``model`` (:func:`modelio.contract.outputs_block`).
+
+    An output the contract does not name is refused: every reader (service, page,
+    benchmarks, TF Serving clients) finds outputs by the contract's names.
+    """
+    outputs = _named_graph_outputs(model)
+    unknown = sorted(set(outputs) - set(contract.OUTPUT_NAMES))
+    if unknown:
+        raise TrainerError(f"model outputs {unknown} are not in modelio.contract.OUTPUT_NAMES")
+    return contract.outputs_block(
+        num_classes,
+        ood=contract.OOD_SCORE in outputs,
+        class_map_grid=_grid(outputs, contract.CLASS_MAPS),
+        fracture=contract.FRACTURE_PROBABILITY in outputs,
+        fracture_map_grid=_grid(outputs, contract.FRACTURE_MAP),
+    )
 
 
 def _signature_docs(
@@ -239,11 +270,13 @@ def _signature_docs(
 ) -> dict[str, Any]:
     """What each SavedModel signature takes and returns, for metadata.json."""
     shape = f"[batch,{spec.height},{spec.width},{spec.channels}]"
-    outputs = {"probabilities": f"float32[batch,{num_classes}] softmax"}
+    outputs = {contract.PROBABILITIES: f"float32[batch,{num_classes}] softmax"}
     if ood:
-        outputs["ood_score"] = "float32[batch] distance from the training images; > 1: unlike them"
+        outputs[contract.OOD_SCORE] = (
+            "float32[batch] distance from the training images; > 1: unlike them"
+        )
     if grid is not None:
-        outputs["class_maps"] = (
+        outputs[contract.CLASS_MAPS] = (
             f"float32[batch,{grid[0]},{grid[1]},{num_classes}] class activation maps over the "
             "image (stretched to the model's input): each class's logit minus the mean of all "
             "logits, less the head's bias, split over positions (their average gives it back)"

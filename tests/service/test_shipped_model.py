@@ -49,6 +49,30 @@ def test_the_shipped_model_says_what_it_was_trained_on(
     assert (SHIPPED / "MODEL_CARD.md").is_file()
 
 
+def test_the_assembled_model_declares_its_outputs_by_the_contract(
+    shipped_models_dir: Path,
+) -> None:
+    """metadata.json → outputs: the names, dtypes and shapes readers find outputs by."""
+    import json
+
+    from modelio import contract
+
+    version = shipped_models_dir / "bone-fracture" / "1"
+    metadata = json.loads((version / "metadata.json").read_text(encoding="utf-8"))
+    classes = len(metadata["classes"])
+    assert contract.output_names(metadata) == (
+        contract.PROBABILITIES,
+        contract.OOD_SCORE,
+        contract.CLASS_MAPS,
+    )
+    shapes = {o["name"]: o["shape"] for o in metadata["outputs"]}
+    assert shapes[contract.PROBABILITIES] == ["batch", classes]
+    assert shapes[contract.OOD_SCORE] == ["batch"]
+    side = metadata["input"]["height"] // 16  # stride 16 at the finest tap (stage 4)
+    assert shapes[contract.CLASS_MAPS] == ["batch", side, side, classes]
+    assert {o["dtype"] for o in metadata["outputs"]} == {"float32"}
+
+
 def test_photos_blank_frames_and_noise_are_all_warned(
     serve: Callable, shipped_models_dir: Path
 ) -> None:

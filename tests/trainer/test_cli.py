@@ -132,6 +132,17 @@ def _export(models: Path) -> Path:
     )
 
 
+def test_a_single_output_model_declares_the_probabilities_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelio import contract
+
+    _fake_model_export(monkeypatch, fail=False)
+    metadata = json.loads((_export(tmp_path) / "metadata.json").read_text())
+    assert metadata["outputs"] == contract.outputs_block(2)
+    assert contract.output_names(metadata) == (contract.PROBABILITIES,)
+
+
 def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_model_export(monkeypatch, fail=True)
     with pytest.raises(RuntimeError):
