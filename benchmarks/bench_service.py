@@ -45,6 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from modelio import contract  # noqa: E402
 from modelio.artifact import list_versions, read_metadata, version_dir  # noqa: E402
 from modelio.images import InputSpec, decode_image, to_array  # noqa: E402
 
@@ -75,7 +76,7 @@ async def predict(file: UploadFile = File(...)):
     image = Image.open(io.BytesIO(await file.read())).convert("L" if channels == 1 else "RGB")
     image = image.resize((width, height))
     pixels = np.asarray(image, dtype=np.float32).reshape(1, height, width, channels)
-    probs = model.predict(pixels, verbose=0)["probabilities"][0]
+    probs = model.predict(pixels, verbose=0)[PROBABILITIES][0]
     return {"label": int(np.argmax(probs)), "confidence": float(np.max(probs))}
 
 if __name__ == "__main__":
@@ -412,9 +413,8 @@ def main() -> None:
         command = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"]
         return run_server(command, env, port, "service")
 
-    explain = "class_maps" in metadata.get("signatures", {}).get("serving_default", {}).get(
-        "outputs", {}
-    )
+    # the outputs block of metadata.json (older versions: their signature's outputs)
+    explain = contract.CLASS_MAPS in contract.output_names(metadata)
     rows, service_ready, service_mem = bench_server(
         "service", start_service, bodies, args.requests, bare=bare, explain=explain
     )
@@ -424,7 +424,7 @@ def main() -> None:
     naive_mem = None
     if not args.skip_naive:
         script = Path(tempfile.mkdtemp(prefix="bench-naive-")) / "naive_app.py"
-        script.write_text(NAIVE_APP)
+        script.write_text(NAIVE_APP.replace("PROBABILITIES", repr(contract.PROBABILITIES)))
 
         def start_naive(port: int) -> tuple[subprocess.Popen, float]:
             command = [
