@@ -137,7 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # metrics next, so they count those early answers; then the key, before any body.
     app.add_middleware(HeadProbeMiddleware)  # innermost: metrics count HEAD as HEAD
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ClientGuardMiddleware, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        ClientGuardMiddleware,
+        body_timeout_s=settings.body_timeout_s,
+        body_deadline_s=settings.body_deadline_s,
+    )
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -111,21 +111,36 @@ class BodyTimeoutError(ServiceError):
         )
 
 
+class BodyDeadlineError(ServiceError):
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(
+            408,
+            "request_timeout",
+            f"The request body took longer than {deadline_s:g} s to arrive "
+            "(BONEFRAC_BODY_DEADLINE_S); send it again over a faster connection.",
+            headers={"Connection": "close"},
+        )
+
+
 class ClientGuardMiddleware:
-    """Pure ASGI middleware for the two ways a client can fail while sending a body.
+    """Pure ASGI middleware for the ways a client can fail while sending a body.
 
     - It pauses longer than ``body_timeout_s`` between two chunks: 408, and the
       connection is closed (uvicorn bounds nothing here; the header deadline is
       :mod:`service.server`'s).
+    - Its whole body takes longer than ``body_deadline_s`` from the moment the request
+      reached the app: 408 and closed as well. The pause limit alone let a body sent
+      one byte every 29 s hold a connection (and a worker's buffers) for ever.
     - It disconnects: that is the client's doing, not a server error. Starlette would
       raise ``ClientDisconnect`` and the service count a 500 and log a traceback; here
       it becomes a 499 (as nginx logs it) that is counted in /metrics and logged in one
       INFO line. Nothing is sent: there is no one left to read it.
     """
 
-    def __init__(self, app: ASGIApp, body_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, body_timeout_s: float, body_deadline_s: float) -> None:
         self.app = app
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,21 +148,28 @@ class ClientGuardMiddleware:
             return
         started = False
         body_done = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_deadline_s
 
         async def guarded_receive() -> Message:
             nonlocal body_done
             if started or body_done:  # only a listener for disconnects reads from here on
                 return await receive()
+            pause_ends = loop.time() + self.body_timeout_s
             try:
-                async with asyncio.timeout(self.body_timeout_s):
+                async with asyncio.timeout_at(min(pause_ends, deadline)):
                     message = await receive()
             except TimeoutError:
+                whole = deadline <= pause_ends
                 log.info(
-                    "%s %s: body paused over %g s; answered 408",
+                    "%s %s: body %s %g s; answered 408",
                     scope["method"],
                     scope["path"],
-                    self.body_timeout_s,
+                    "took longer than" if whole else "paused over",
+                    self.body_deadline_s if whole else self.body_timeout_s,
                 )
+                if whole:
+                    raise BodyDeadlineError(self.body_deadline_s) from None
                 raise BodyTimeoutError(self.body_timeout_s) from None
             if message["type"] == "http.disconnect":
                 log.info(

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="Seconds the body of a request may pause between two reads; "
         "then it is answered 408 and closed",
     )
+    body_deadline_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="Seconds the whole body of a request may take to arrive, however "
+        "steadily it trickles in; then it is answered 408 and closed",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
     )

@@ -7,11 +7,16 @@ that trickles in under the pause limit forever.
 
 from __future__ import annotations
 
+import json
 import logging
 
+import anyio
 import pytest
+from direct_calls import post_scope
 from sample_images import encode
 from test_errors import assert_error
+
+from service.app import create_app
 
 MAX_BOUNDARY = 70  # RFC 2046
 
@@ -76,3 +81,37 @@ def test_head_on_readyz_without_a_model_is_503_without_a_body(serve, tmp_path):
 
 def test_head_elsewhere_is_still_refused(client):
     assert client.head("/classes").status_code == 405
+
+
+def test_a_body_trickling_in_under_the_pause_limit_is_cut_off_at_the_deadline(
+    make_settings, tiny_models_dir
+):
+    """One byte every 20 ms never pauses 5 s, but the whole body may take only 0.3 s."""
+    app = create_app(make_settings(tiny_models_dir, body_timeout_s=5, body_deadline_s=0.3))
+    app.state.registry.refresh()
+    scope = post_scope("/predict", [(b"content-type", b"multipart/form-data; boundary=XyZ")])
+    sent: list[dict] = []
+    head = [b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\n']
+
+    async def receive() -> dict:
+        await anyio.sleep(0.02)
+        chunk = head.pop() if head else b"x"  # the part's data, a byte at a time
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        with anyio.fail_after(60):  # without the deadline the trickle never ends
+            await app(scope, receive, send)
+
+    anyio.run(main)
+
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    body = json.loads(
+        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    )
+    assert body["error"]["code"] == "request_timeout"
+    assert "BONEFRAC_BODY_DEADLINE_S" in body["error"]["message"]
