@@ -47,13 +47,16 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
+from modelio.codestream import read_j2k_size, read_jpeg
 from modelio.dicom_terms import DEFINED_TERMS
 from modelio.errors import DecodeNote, ImageDecodeError
+from modelio.jpeg_checks import MAX_SCAN_PASSES, scan_bomb_message, scan_passes
 
 #: A DICOM Part 10 file has a 128-byte preamble and then these four bytes.
 PREAMBLE_LENGTH = 128
@@ -202,6 +205,7 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
             f"The DICOM image has {columns}x{rows} pixels, more than the {max_pixels} allowed.",
         )
     syntax = _check_transfer_syntax(ds)
+    _check_codestream(ds, syntax, rows, columns)
     try:
         pixels = pixel_array(ds, index=0)  # the first frame only
     except Exception:
@@ -292,6 +296,44 @@ def _image_attributes(ds: Dataset) -> tuple[int, int, int, int, str]:
             f"({columns}x{rows}, {samples} samples, {bits_stored} of {bits_allocated} bits).",
         )
     return rows, columns, samples, bits_stored, photometric
+
+
+def _check_codestream(ds: Dataset, syntax: UID, rows: int, columns: int) -> None:
+    """Refuse (``too_large``, 413) compressed pixel data whose own codestream is not the
+    image the header describes, before its decoder allocates for it.
+
+    The decoders believe the codestream: a JPEG 2000 whose SIZ said 16000 x 16000 under
+    Rows and Columns of 1760 took 1.7 GB of memory before the mismatch was noticed. So the
+    first fragment's own header is read (SIZ for JPEG 2000 and HTJ2K, SOF for the JPEG
+    family and JPEG-LS) and must give the header's size; a progressive JPEG inside must
+    not be a scan bomb either (:mod:`modelio.jpeg_checks`). Pixel data that are not
+    encapsulated, or a codestream these parsers do not know (RLE), pass unchanged.
+    """
+    if not syntax.is_encapsulated:
+        return
+    try:
+        fragments = generate_fragments(ds.PixelData)
+        next(fragments)  # the Basic Offset Table item
+        first = next(fragments)
+    except Exception:
+        return  # pixel_array says what is wrong with the encapsulation
+    j2k = read_j2k_size(first)
+    jpeg = read_jpeg(first) if j2k is None else None
+    if j2k is not None:
+        kind, size = "JPEG 2000", (j2k.width, j2k.height)
+    elif jpeg is not None:
+        kind, size = "JPEG", (jpeg.width, jpeg.height)
+    else:
+        return
+    if size != (columns, rows):
+        raise ImageDecodeError(
+            "too_large",
+            f"The DICOM header says the image has {columns}x{rows} pixels, but its {kind} "
+            f"data hold {size[0]}x{size[1]}: the file contradicts itself, and its decoder "
+            "would allocate for the larger one. It is refused before decoding.",
+        )
+    if jpeg is not None and scan_passes(jpeg) > MAX_SCAN_PASSES:
+        raise ImageDecodeError("too_large", scan_bomb_message(jpeg))
 
 
 def _check_transfer_syntax(ds: Dataset) -> UID:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from modelio.codestream import read_jpeg
+from modelio.codestream import JpegFrame, read_jpeg
 from modelio.errors import ImageDecodeError
 
 #: Pillow's names of JPEG files.
@@ -53,17 +53,27 @@ def check_jpeg_codestream(data: bytes) -> bytes:
             f"image data ({frame.entropy_bytes} bytes) cannot hold that many (at least "
             f"{needed} bytes): the header is wrong or the file is cut short.",
         )
-    if frame.progressive and frame.scan_blocks > MAX_SCAN_PASSES * frame.blocks:
-        passes = frame.scan_blocks / max(1, frame.blocks)
-        raise ImageDecodeError(
-            "too_large",
-            f"This progressive JPEG has {frame.scans} scans, {passes:.0f} passes over the "
-            f"image for its decoder; at most {MAX_SCAN_PASSES} are allowed (ordinary "
-            "encoders make about 5). Save it as a baseline JPEG or a PNG.",
-        )
+    if scan_passes(frame) > MAX_SCAN_PASSES:
+        raise ImageDecodeError("too_large", scan_bomb_message(frame))
     if not frame.complete and not frame.progressive:
         return data + _EOI
     return data
+
+
+def scan_passes(frame: JpegFrame) -> float:
+    """How many times a progressive JPEG's scans pass over its image (0 if sequential:
+    one scan per component, decoded once)."""
+    if not frame.progressive:
+        return 0.0
+    return frame.scan_blocks / max(1, frame.blocks)
+
+
+def scan_bomb_message(frame: JpegFrame) -> str:
+    return (
+        f"This progressive JPEG has {frame.scans} scans, {scan_passes(frame):.0f} passes "
+        f"over the image for its decoder; at most {MAX_SCAN_PASSES} are allowed (ordinary "
+        "encoders make about 5). Save it as a baseline JPEG or a PNG."
+    )
 
 
 def ends_in_gray_fill(image: Image.Image) -> bool:

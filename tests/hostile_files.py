@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 _SOS = 0xDA
-_SOF0 = 0xC0
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 
 
 def gray_jpeg(width: int = 96, height: int = 72, *, progressive: bool = False) -> bytes:
@@ -39,12 +40,23 @@ def _segments(data: bytes) -> list[tuple[int, int, int]]:
         position += 2 + length
 
 
-def with_frame_size(data: bytes, width: int, height: int) -> bytes:
-    """A baseline JPEG whose frame header (SOF0) claims ``width`` x ``height``."""
-    for marker, start, _end in _segments(data):
-        if marker == _SOF0:
-            return data[: start + 5] + struct.pack(">HH", height, width) + data[start + 9 :]
-    raise ValueError("not a baseline JPEG")
+def with_frame_size(data: bytes, width: int, height: int, start: int = 0) -> bytes:
+    """``data`` with the JPEG (or JPEG-LS) codestream at ``start`` claiming ``width`` x
+    ``height`` in its frame header (SOFn)."""
+    for marker, offset, _end in _segments(data[start:]):
+        if marker in _SOF_MARKERS:
+            at = start + offset
+            return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
+    raise ValueError("no frame header")
+
+
+def dicom_with_codestream_size(data: bytes, width: int, height: int) -> bytes:
+    """A DICOM file whose first JPEG 2000 or JPEG codestream claims ``width`` x
+    ``height`` while its Rows and Columns stay as they were (the issue's RG3_J2KR case)."""
+    j2k = data.find(J2K_SOC_SIZ)
+    if j2k != -1:  # SOC, SIZ, Lsiz, Rsiz, then Xsiz and Ysiz with the offsets 0
+        return data[: j2k + 8] + struct.pack(">II", width, height) + data[j2k + 16 :]
+    return with_frame_size(data, width, height, start=data.index(b"\xff\xd8\xff", 132))
 
 
 def progressive_scan_bomb(side: int = 512, repeats: int = 200) -> bytes:

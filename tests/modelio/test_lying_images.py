@@ -11,8 +11,14 @@ import math
 
 import numpy as np
 import pytest
-from dicom_samples import image_dataset, set_invalid, write
-from hostile_files import cut_jpeg, gray_jpeg, progressive_scan_bomb, with_frame_size
+from dicom_samples import image_dataset, pydicom_data_file, pydicom_test_file, set_invalid, write
+from hostile_files import (
+    cut_jpeg,
+    dicom_with_codestream_size,
+    gray_jpeg,
+    progressive_scan_bomb,
+    with_frame_size,
+)
 from PIL import Image, ImageFile
 
 from modelio.images import ImageDecodeError, decode, decode_image
@@ -174,3 +180,41 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding(
 def test_ordinary_progressive_jpegs_pass() -> None:
     shown = decode_image(gray_jpeg(300, 200, progressive=True))
     assert shown.size == (300, 200)
+
+
+# --- compressed DICOM pixel data whose codestream contradicts the header --------------
+
+
+def _no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelio import dicom
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the pixel data were decoded")
+
+    monkeypatch.setattr(dicom, "pixel_array", refuse)
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        (lambda: pydicom_data_file("RG3_J2KR.dcm"), "JPEG 2000"),
+        (lambda: pydicom_test_file("JPGExtended.dcm"), "JPEG"),
+        (lambda: pydicom_test_file("MR_small_jpeg_ls_lossless.dcm"), "JPEG"),
+    ],
+    ids=["jpeg2000", "jpeg-extended", "jpeg-ls"],
+)
+@pytest.mark.parametrize("side", [16000, 7])  # larger or smaller: none is 7 x 7
+def test_a_dicom_codestream_of_another_size_than_its_header_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch, source, kind: str, side: int
+) -> None:
+    lying = dicom_with_codestream_size(source().read_bytes(), side, side)
+    _no_pixel_decoding(monkeypatch)
+
+    message = refused(lying, "too_large")
+
+    assert f"{kind} data hold {side}x{side}" in message
+
+
+def test_honest_compressed_dicom_still_decodes() -> None:
+    for path in (pydicom_data_file("RG3_J2KR.dcm"), pydicom_test_file("JPGExtended.dcm")):
+        assert decode(path.read_bytes()).dicom is not None
