@@ -3,21 +3,19 @@
 Everything here is blocking CPU work (decode, resize, model); the routes run it in a
 worker thread. Decoding goes through :func:`modelio.images.decode` (DICOM included)
 and :func:`~modelio.images.to_array`, the same functions that built the training
-set, so the model sees exactly what it was trained on.
+set, so the model sees exactly what it was trained on. What a decode may cost is
+:mod:`modelio.budget`'s rule, the same one the page applies to its preview.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
 from modelio import contract
+from modelio.budget import check_decode_cost
 from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY, FractureRules, is_trained_body_part
-from modelio.dicom import read_geometry
 from modelio.images import (
     DecodeNote,
     DicomFacts,
@@ -25,7 +23,6 @@ from modelio.images import (
     InputSpec,
     colourfulness,
     decode,
-    is_dicom,
     load_array,
     to_array,
 )
@@ -33,94 +30,6 @@ from service.explain import CLASS_MAPS_OUTPUT, METHOD, heatmap_png
 from service.fracture import FractureAnswer, read_fracture
 from service.registry import LoadedModel
 from service.runtime import OOD_OUTPUT, OUTPUT_NAME
-
-#: Peak working memory per pixel of the shared decoder (decode, upright, to 8-bit,
-#: resize, colourfulness) by Pillow mode, from ru_maxrss on 3000x3000 PNGs: gray 1.0,
-#: RGB 4.2, RGBA/LA/P 16.2 and 16-bit 28.1 bytes. Gray and RGB are doubled for the copy
-#: an EXIF rotation makes; 32-bit modes go through the same float64 stretch as 16-bit.
-DECODE_BYTES_PER_PIXEL: dict[str, int] = {
-    "1": 2,
-    "L": 2,
-    "RGB": 8,
-    "YCbCr": 8,
-    "LAB": 8,
-    "HSV": 8,
-    "CMYK": 8,
-    "P": 16,
-    "PA": 16,
-    "LA": 16,
-    "La": 16,
-    "RGBA": 16,
-    "RGBa": 16,
-    "I;16": 28,
-    "I;16L": 28,
-    "I;16B": 28,
-    "I;16N": 28,
-    "I": 40,
-    "F": 40,
-}
-_UNKNOWN_MODE_BYTES = 40
-JPEG_MAGIC = b"\xff\xd8\xff"
-#: The dearest mode a JPEG decodes to (CMYK, or RGB with an EXIF rotation).
-JPEG_MAX_BYTES_PER_PIXEL = 8
-_TRANSPARENT_BYTES = 16  # a gray or RGB image with a transparent colour is composited
-#: Peak working memory per pixel of a DICOM decode (first frame, Modality LUT, VOI,
-#: to 8-bit), from ru_maxrss: 9 (16-bit, percentile window) to 25 bytes (16-bit with
-#: rescale and window, or JPEG 2000 lossless), 21 for 8-bit RGB, on 3000x3000 synthetic
-#: files and the pydicom-data radiographs. Rounded up: a 4096x4096 plate passes 512 MiB.
-DICOM_BYTES_PER_PIXEL = 32
-
-
-def decode_cost(data: bytes) -> tuple[int, int, str, int] | None:
-    """``(width, height, mode, estimated bytes)`` from the header alone, or None when the
-    header is unreadable (the shared decoder then gives the precise error)."""
-    if is_dicom(data):
-        geometry = read_geometry(data)
-        if geometry is None:
-            return None
-        width, height = geometry.columns, geometry.rows
-        mode = f"DICOM {geometry.samples}x{geometry.bits_allocated}-bit"
-        return width, height, mode, width * height * DICOM_BYTES_PER_PIXEL
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                mode = image.mode
-                per_pixel = DECODE_BYTES_PER_PIXEL.get(mode, _UNKNOWN_MODE_BYTES)
-                if "transparency" in image.info:
-                    per_pixel = max(per_pixel, _TRANSPARENT_BYTES)
-    except Exception:  # any header Pillow cannot read: decode_image says why
-        return None
-    return width, height, mode, width * height * per_pixel
-
-
-def check_decode_cost(data: bytes, max_decode_bytes: int, max_pixels: int) -> None:
-    """Refuse (413 ``image_too_large``) an image whose decoding would cost too much.
-
-    The pixel cap bounds the count, not the cost: a 77 KB 16-bit PNG of 6320x6320 is
-    within 40 megapixels but took 8-10 s and 1.1 GB to decode and stretch. Checked from
-    Pillow's header, before any pixel is decoded. JPEGs (8-bit gray, RGB or CMYK only) are
-    skipped when the pixel cap already bounds them: parsing their header a second time
-    was the dearest part of the check, and they are most of what radiographs come as.
-    DICOM files are always checked (their cost is read from the DICOM header; a DICOM
-    preamble may itself start like a JPEG).
-    """
-    if (
-        data[:3] == JPEG_MAGIC
-        and max_pixels * JPEG_MAX_BYTES_PER_PIXEL <= max_decode_bytes
-        and not is_dicom(data)
-    ):
-        return  # a JPEG within the pixel cap cannot exceed the budget: skip the header parse
-    cost = decode_cost(data)
-    if cost is not None and cost[3] > max_decode_bytes:
-        width, height, mode, needed = cost
-        raise ImageDecodeError(
-            "too_large",
-            f"The image ({width}x{height}, mode {mode}) would need about "
-            f"{needed // 2**20} MiB to decode, more than the {max_decode_bytes // 2**20} MiB "
-            "allowed (BONEFRAC_MAX_DECODE_BYTES).",
-        )
 
 
 def decode_array(

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelio.budget import DEFAULT_MAX_DECODE_BYTES
 from modelio.images import DEFAULT_MAX_PIXELS
 from service.records.db import DEFAULT_RECORDS_DIR
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
         DEFAULT_MAX_PIXELS, ge=1, description="Largest image (width x height) decoded"
     )
     max_decode_bytes: int = Field(
-        512 * 1024 * 1024,
+        DEFAULT_MAX_DECODE_BYTES,
         ge=1,
         description="Largest estimated working memory to decode one image: width x height x "
         "the measured bytes per pixel of its mode (1 gray, 4 RGB, 16 alpha or palette, 28 "
