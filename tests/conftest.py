@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loopback import free_port, stop, wait_until_ok
+from support.loopback import free_port, stop, wait_until_ok
 
 MODEL_NAME = "bone-fracture"
 REPO = Path(__file__).resolve().parents[1]

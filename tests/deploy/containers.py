@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from loopback import stop
+from support.loopback import stop
 from test_compose import compose_binary
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import requests
-from browser import CHROMIUM_ARGS, chromium_path
 from containers import (
     BASE_IMAGE,
     Compose,
@@ -44,6 +43,7 @@ from containers import (
     unavailable_reason,
 )
 from PIL import Image, ImageDraw
+from support.browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

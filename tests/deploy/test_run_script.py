@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from loopback import free_port
+from support.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "run.sh"

@@ -13,7 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from dicom_samples import (
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, JPEG2000MCLossless
+from support.dicom_samples import (
     PHI_STRINGS,
     RG3,
     image_dataset,
@@ -26,9 +29,6 @@ from dicom_samples import (
     with_phi,
     write,
 )
-from PIL import Image
-from pydicom.dataset import Dataset
-from pydicom.uid import UID, JPEG2000MCLossless
 
 from modelio import dicom as dicom_module
 from modelio.images import (

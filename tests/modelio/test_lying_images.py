@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pytest
-from dicom_samples import image_dataset, pydicom_data_file, pydicom_test_file, set_invalid, write
 from hostile_files import (
     cut_jpeg,
     dicom_with_codestream_size,
@@ -20,6 +19,13 @@ from hostile_files import (
     with_frame_size,
 )
 from PIL import Image, ImageFile
+from support.dicom_samples import (
+    image_dataset,
+    pydicom_data_file,
+    pydicom_test_file,
+    set_invalid,
+    write,
+)
 
 from modelio.images import ImageDecodeError, decode, decode_image
 from modelio.jpeg_checks import MAX_SCAN_PASSES

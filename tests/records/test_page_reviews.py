@@ -14,8 +14,8 @@ import requests
 import uvicorn
 from conftest import stand_in_model
 from images import png
-from loopback import free_port
 from streamlit.testing.v1 import AppTest
+from support.loopback import free_port
 
 from service.app import create_app
 from ui.review import RECENT

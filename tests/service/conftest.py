@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sample_images import encode
+from support.sample_images import encode
 
 from service.app import create_app
 from service.settings import Settings

@@ -12,7 +12,8 @@ import logging
 
 import numpy as np
 import pytest
-from dicom_samples import (
+from pydicom.uid import JPEG2000MCLossless
+from support.dicom_samples import (
     PHI_STRINGS,
     RG3,
     image_dataset,
@@ -25,8 +26,7 @@ from dicom_samples import (
     with_phi,
     write,
 )
-from pydicom.uid import JPEG2000MCLossless
-from sample_images import encode, upload
+from support.sample_images import encode, upload
 
 pytestmark = pytest.mark.usefixtures("no_network")
 

@@ -6,9 +6,9 @@ import io
 
 import anyio
 import pytest
-from direct_calls import post_scope
 from PIL import Image
-from sample_images import bomb_png, encode, upload, zip_bytes
+from support.direct_calls import post_scope
+from support.sample_images import bomb_png, encode, upload, zip_bytes
 
 from service.app import create_app
 from service.settings import Settings

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_samples import pydicom_data_file
 from PIL import Image
-from sample_images import encode, upload
+from support.dicom_samples import pydicom_data_file
+from support.sample_images import encode, upload
 
 from service.explain import heatmap, heatmap_png
 

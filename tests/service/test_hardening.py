@@ -18,9 +18,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from direct_calls import post_scope, run_python
-from loopback import free_port, stop, wait_until_ok
-from sample_images import big_16bit_png, encode, upload
+from support.direct_calls import post_scope, run_python
+from support.loopback import free_port, stop, wait_until_ok
+from support.sample_images import big_16bit_png, encode, upload
 from test_errors import assert_error
 
 import service.inference

@@ -12,8 +12,8 @@ import logging
 
 import anyio
 import pytest
-from direct_calls import post_scope
-from sample_images import encode
+from support.direct_calls import post_scope
+from support.sample_images import encode
 from test_errors import assert_error
 
 from service.app import create_app

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from sample_images import colourful_png, encode, upload
+from support.sample_images import colourful_png, encode, upload
 
 from modelio.artifact import read_metadata
 

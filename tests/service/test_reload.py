@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sample_images import encode, upload
+from support.sample_images import encode, upload
 
 MODEL = "bone-fracture"
 

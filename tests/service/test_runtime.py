@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from direct_calls import run_python
-from sample_images import encode
+from support.direct_calls import run_python
+from support.sample_images import encode
 
 from modelio.artifact import ArtifactError, read_metadata
 from modelio.images import InputSpec, load_array
@@ -99,8 +99,8 @@ def test_service_runs_without_tensorflow(tiny_models_dir):
         from fastapi.testclient import TestClient
         from service.app import create_app
         from service.settings import Settings
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from sample_images import encode
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from support.sample_images import encode
 
         app = create_app(Settings(models_dir={str(tiny_models_dir)!r}, reload_interval_s=0))
         with TestClient(app) as client:

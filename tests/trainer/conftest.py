@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_radiographs import radiograph, write
 from PIL import Image
+from support.fake_radiographs import radiograph, write
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_samples import image_dataset
-from dicom_samples import write as dicom_bytes
-from fake_radiographs import radiograph, write
 from PIL import Image, ImageEnhance
+from support.dicom_samples import image_dataset
+from support.dicom_samples import write as dicom_bytes
+from support.fake_radiographs import radiograph, write
 
 from modelio.images import InputSpec
 from trainer import data, synth

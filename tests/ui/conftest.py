@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loopback import free_port, stop, wait_until_ok
+from support.loopback import free_port, stop, wait_until_ok
 
 from trainer.synth import render
 

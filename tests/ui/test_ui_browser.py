@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from browser import CHROMIUM_ARGS, chromium_path
 from playwright.sync_api import expect, sync_playwright
+from support.browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.e2e
 

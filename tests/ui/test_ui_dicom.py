@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from dicom_samples import (
+from streamlit.testing.v1 import AppTest
+from support.dicom_samples import (
     PHI_STRINGS,
     no_network,  # noqa: F401 (fixture)
     pydicom_data_file,
@@ -18,11 +19,11 @@ from dicom_samples import (
     with_phi,
     write,
 )
-from streamlit.testing.v1 import AppTest
 
 from modelio.images import decode
-from ui.app import PREVIEW_MAX_PX, dicom_summary, preview
+from ui.app import dicom_summary
 from ui.client import DicomInfo, ServiceClient
+from ui.preview import PREVIEW_MAX_PX, preview
 
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 

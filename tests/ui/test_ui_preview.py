@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ui.app import preview
+from ui.preview import preview
 
 
 def _png(image: Image.Image) -> bytes:
