@@ -26,7 +26,6 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from modelio.contract import FINDING_HEADLINES
-from modelio.images import decode
 from ui import review
 from ui.client import (
     DEFAULT_API_URL,
@@ -39,13 +38,11 @@ from ui.client import (
     ServiceError,
 )
 from ui.overlay import HeatmapError, draw_boxes, overlay, read_heatmap
+from ui.preview import UNREADABLE, cached_preview
 
 logger = logging.getLogger("bonefrac.ui")
 
 DISCLAIMER = "Decision support only, not a diagnosis: a qualified clinician must read every image."
-#: Longest side of the preview: big enough to read, small enough to sit beside the chart.
-PREVIEW_MAX_PX = 480
-PREVIEW_MAX_PIXELS = 40_000_000
 RESULTS_KEY = "bonefrac_results"
 #: The service's default BONEFRAC_MAX_UPLOAD_BYTES (10 MiB); Streamlit's own is 200 MB.
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -155,21 +152,6 @@ def forget_removed(uploads: list[Upload]) -> None:
         del results[key]
 
 
-def preview(data: bytes) -> Image.Image | None:
-    """A browser-friendly, upright, bounded copy of the upload, decoded by the shared code
-    (TIFF, 16-bit and DICOM included: a DICOM is windowed as a viewer shows it).
-
-    Only for display: the service does the real decoding. Anything odd gives no preview,
-    never an error on the page.
-    """
-    try:
-        image = decode(data, max_pixels=PREVIEW_MAX_PIXELS).image
-        image.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
-        return image
-    except Exception:  # a preview must never break the page (bombs, non-images, ...)
-        return None
-
-
 def probability_chart(prediction: Prediction) -> alt.Chart:
     """Every class's probability, highest first, the predicted class highlighted."""
     rows = [
@@ -275,15 +257,20 @@ def render_result(
                 render_prediction(prediction)
                 review.render_review_form(client, prediction)
         with left:
-            render_image(preview(upload.data), prediction, view)
+            shown = cached_preview(upload.digest, upload.data)
+            render_image(shown.image, prediction, view, no_preview=shown.reason or UNREADABLE)
 
 
 def render_image(
-    image: Image.Image | None, prediction: Prediction | None, view: HeatmapView
+    image: Image.Image | None,
+    prediction: Prediction | None,
+    view: HeatmapView,
+    no_preview: str = UNREADABLE,
 ) -> None:
-    """The preview, with the answer's heatmap over it when there is one and it is wanted."""
+    """The preview, with the answer's heatmap over it when there is one and it is wanted;
+    without one, why (the service's own sentence when it would refuse the file too)."""
     if image is None:
-        st.caption("No preview: this file could not be read as an image.")
+        st.caption(f"No preview: {no_preview}")
         return
     caption = f"{image.width} x {image.height} px preview"
     explanation = prediction.explanation if prediction is not None else None
