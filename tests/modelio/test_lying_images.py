@@ -11,13 +11,6 @@ import math
 
 import numpy as np
 import pytest
-from hostile_files import (
-    cut_jpeg,
-    dicom_with_codestream_size,
-    gray_jpeg,
-    progressive_scan_bomb,
-    with_frame_size,
-)
 from PIL import Image, ImageFile
 from support.dicom_samples import (
     image_dataset,
@@ -25,6 +18,13 @@ from support.dicom_samples import (
     pydicom_test_file,
     set_invalid,
     write,
+)
+from support.hostile_files import (
+    cut_jpeg,
+    dicom_with_codestream_size,
+    gray_jpeg,
+    progressive_scan_bomb,
+    with_frame_size,
 )
 
 from modelio.images import ImageDecodeError, decode, decode_image
