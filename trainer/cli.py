@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one sentence on the training data, shown with every answer (default: the "
         "image count and the data folder's name)",
     )
+    train.add_argument(
+        "--fracture-data",
+        type=Path,
+        help="a folder of fractured and intact radiographs (Fractured/ and Non_fractured/, "
+        "or fracture/ and normal/) with a COCO file of fracture outlines beside them: adds "
+        "the fracture detection and localisation heads (needs --recipe best)",
+    )
     train.add_argument("--tune", action="store_true", help="keras-tuner search first")
     train.add_argument("--max-trials", type=_positive, default=5)
 
@@ -154,6 +161,7 @@ def _config(args: argparse.Namespace, models: Path) -> Any:
     return TrainConfig(
         data_dir=args.data,
         models_dir=models,
+        fracture_data=getattr(args, "fracture_data", None),
         seed=args.seed,
         verbose=0 if args.quiet else 1,
         **settings,

@@ -36,6 +36,8 @@ class TrainConfig:
     backbone: str | None = None
     weights: Path | None = None
     data_description: str | None = None  # metadata's "trained_on"; default: data.describe
+    # a detection folder (Fractured/ + Non_fractured/ and COCO outlines): the fracture heads
+    fracture_data: Path | None = None
     verbose: int = 1
 
     @property

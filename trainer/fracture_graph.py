@@ -66,7 +66,10 @@ def fracture_outputs(maps: dict[str, Any], heads: FractureHeads) -> dict[str, An
 
     det = heads.detector
     pooled = layers.Concatenate(name="fracture_pooled")(
-        [layers.GlobalAveragePooling2D(name=f"fracture_pool_{tap}")(maps[tap]) for tap in POOLED_TAPS]
+        [
+            layers.GlobalAveragePooling2D(name=f"fracture_pool_{tap}")(maps[tap])
+            for tap in POOLED_TAPS
+        ]
     )
     kernel = (det.weights / det.scale)[:, None]
     bias = np.array([det.pooled_bias - float((det.mean / det.scale) @ det.weights)])

@@ -45,6 +45,11 @@ def validate_config(config: TrainConfig) -> None:
     if config.tune and config.backbone:
         raise TrainerError("--tune searches the plain CNN only; drop --backbone or --tune")
     families.get(config.hparams.head).validate(config)
+    if config.fracture_data is not None and config.hparams.head != "linear":
+        raise TrainerError(
+            "--fracture-data adds heads on a pretrained backbone's frozen features: use "
+            "--recipe best"
+        )
     if config.channels not in (1, 3):
         raise TrainerError("channels must be 1 (grayscale) or 3 (RGB)")
     if not config.name or "/" in config.name or config.name.startswith("."):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -31,6 +32,13 @@ from trainer import backbones, calibration
 from trainer.config import log
 from trainer.errors import TrainerError
 from trainer.families.base import Fitted
+from trainer.fracture_piece import (
+    DetectionFeatures,
+    FracturePiece,
+    check_taps,
+    detection_features,
+    fit_fracture_piece,
+)
 from trainer.heads import OOD_QUANTILE, LinearHead, OodModel
 from trainer.model import Hyperparameters
 from trainer.predict import predict, predict_all
@@ -145,7 +153,7 @@ class OodPiece:
 
 #: The pieces a ``head.npz`` is rebuilt from, in output order. A piece that may be absent
 #: from older heads returns None from ``from_arrays`` instead of raising KeyError.
-PIECES: tuple[Any, ...] = (TypeHead, OodPiece)
+PIECES: tuple[Any, ...] = (TypeHead, OodPiece, FracturePiece)
 
 
 def build_graph(
@@ -351,6 +359,7 @@ class FrozenFeatures:
     dataset: LoadedDataset
     split: Split
     features: np.ndarray
+    detection: DetectionFeatures | None = None  # with --fracture-data
 
 
 @dataclass(frozen=True)
@@ -367,7 +376,14 @@ def fit_ood_piece(frozen: FrozenFeatures) -> FittedPiece:
     from trainer.heads import fit_ood  # noqa: PLC0415
 
     train, val = frozen.split.train, frozen.split.val
-    ood = fit_ood(frozen.features[train], frozen.dataset.groups[train], frozen.config.seed)
+    features, groups = frozen.features[train], frozen.dataset.groups[train]
+    if frozen.detection is not None:
+        # the radiographs of both datasets: intact bones are radiographs like any other,
+        # and a model warned on 12% of them when it knew only the fracture-type images
+        detection = frozen.detection
+        features = np.concatenate([features, detection.pooled])
+        groups = np.concatenate([groups, detection.dataset.groups + int(groups.max()) + 1])
+    ood = fit_ood(features, groups, frozen.config.seed)
     val_flagged = float(np.mean(ood.distances(frozen.features[val]) > ood.threshold))
     section = {
         "output": contract.OOD_SCORE,
@@ -386,8 +402,28 @@ def fit_ood_piece(frozen: FrozenFeatures) -> FittedPiece:
     )
 
 
-#: The pieces fitted after the type head, in output order (each reads the same features).
-FITTERS: tuple[Callable[[FrozenFeatures], FittedPiece], ...] = (fit_ood_piece,)
+def fit_fracture(frozen: FrozenFeatures) -> FittedPiece | None:
+    """The fracture heads on ``--fracture-data`` (:mod:`trainer.fracture_piece`), or None
+    for a run without it."""
+    if frozen.detection is None:
+        return None
+    piece, block = fit_fracture_piece(
+        frozen.detection, seed=frozen.config.seed, config=frozen.config
+    )
+    cv = block["cross_validation"]
+    return FittedPiece(
+        piece,
+        {"fracture": block},
+        f"fracture heads: grouped-CV ROC AUC {cv['roc_auc']:.3f}",
+    )
+
+
+#: The pieces fitted after the type head, in output order (each reads the same features);
+#: a fitter returns None when its piece does not apply to the run.
+FITTERS: tuple[Callable[[FrozenFeatures], FittedPiece | None], ...] = (
+    fit_ood_piece,
+    fit_fracture,
+)
 
 
 class LinearFamily:
@@ -402,6 +438,10 @@ class LinearFamily:
                 f"--backbone {' or '.join(backbones.BACKBONES)} and takes no --tune or --weights"
             )
         backbones.check_available(str(config.backbone))
+        if config.fracture_data is not None:
+            check_taps(config.hparams)
+            if not Path(config.fracture_data).is_dir():
+                raise TrainerError(f"--fracture-data {config.fracture_data} is not a folder")
 
     def fit(
         self, config: TrainConfig, hparams: Hyperparameters, dataset: LoadedDataset, split: Split
@@ -420,8 +460,11 @@ class LinearFamily:
         )
         val_logits = head.logits(features[val])
         temperature = calibration.fit_temperature(val_logits, labels[val])
-        frozen = FrozenFeatures(config, hparams, dataset, split, features)
-        others = [fitter(frozen) for fitter in FITTERS]
+        detection = (
+            detection_features(config, hparams) if config.fracture_data is not None else None
+        )
+        frozen = FrozenFeatures(config, hparams, dataset, split, features, detection)
+        others = [o for o in (fitter(frozen) for fitter in FITTERS) if o is not None]
         pieces: list[HeadPiece] = [TypeHead(head, temperature), *(o.piece for o in others)]
         model = build_graph(config.spec, backbone, hparams, pieces)
         notes = "".join(f"; {o.note}" for o in others if o.note)
@@ -461,6 +504,11 @@ class LinearFamily:
             "seed": config.seed,
             "regularisation": "C of a logistic regression, by grouped inner 4-fold CV",
             "class_balancing": "class_weight='balanced'",
+            **(
+                {"fracture_data": Path(config.fracture_data).resolve().name}
+                if config.fracture_data is not None
+                else {}
+            ),
         }
 
     def training_record(self, fitted: Fitted) -> dict[str, Any]:
