@@ -95,6 +95,37 @@ def real_dataset() -> Path:
     return REAL_DATA
 
 
+#: The drawn stand-in's class when the real dataset is absent.
+RADIOGRAPH_CLASS = "Oblique fracture"
+
+
+@pytest.fixture(scope="session")
+def radiograph_file(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One radiograph as a user would have it, as a JPEG file of its own: the first
+    training image of the real dataset when present (``real_dataset``), else a drawn
+    stand-in (``trainer.synth``'s oblique fracture). Every test that needs "a radiograph"
+    takes this one, so all of them switch to real data together."""
+    try:
+        dataset: Path | None = request.getfixturevalue("real_dataset")
+    except pytest.skip.Exception:
+        dataset = None
+    real = sorted(dataset.glob("*/Train/*.jpg")) if dataset else []
+    folder = tmp_path_factory.mktemp("radiograph")
+    if real:
+        target = folder / real[0].name  # a copy: no test can touch the dataset
+        target.write_bytes(real[0].read_bytes())
+        return target
+    import numpy as np
+
+    from trainer.synth import render
+
+    target = folder / "synthetic-oblique.jpg"
+    render(RADIOGRAPH_CLASS, np.random.default_rng(0), size=256).save(target, format="JPEG")
+    return target
+
+
 @pytest.fixture(scope="session")
 def running_service(
     tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory

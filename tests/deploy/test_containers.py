@@ -16,7 +16,6 @@ with the reason elsewhere. Ports are published on random loopback ports
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import threading
@@ -42,7 +41,6 @@ from containers import (
     published_port,
     unavailable_reason,
 )
-from PIL import Image, ImageDraw
 from support.browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -85,25 +83,9 @@ def images() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def xray(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real radiograph when the dataset is present, else a drawn gray image."""
-    try:
-        dataset: Path | None = request.getfixturevalue("real_dataset")
-    except pytest.skip.Exception:
-        dataset = None
-    folder = tmp_path_factory.mktemp("xray")
-    real = sorted((dataset / "Oblique fracture/Train").glob("*.jpg")) if dataset else []
-    if real:
-        target = folder / real[0].name
-        target.write_bytes(real[0].read_bytes())
-        return target
-    image = Image.new("L", (320, 320), 40)
-    ImageDraw.Draw(image).rectangle((140, 20, 180, 300), fill=210)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    target = folder / "drawn-bone.png"
-    target.write_bytes(buffer.getvalue())
-    return target
+def xray(radiograph_file: Path) -> Path:
+    """The session's radiograph (real when present, else a stand-in), a file of its own."""
+    return radiograph_file
 
 
 @pytest.fixture(scope="module")

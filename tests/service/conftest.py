@@ -74,10 +74,6 @@ def client(tiny_models_dir: Path, make_settings: Callable[..., Settings]) -> Ite
 
 
 @pytest.fixture
-def radiograph(request: pytest.FixtureRequest) -> bytes:
-    """A real radiograph from the shared dataset when present, else a synthetic one."""
-    try:
-        dataset: Path = request.getfixturevalue("real_dataset")
-    except pytest.skip.Exception:
-        return encode("JPEG", "RGB", size=(320, 256))
-    return sorted(dataset.glob("*/Train/*.jpg"))[0].read_bytes()
+def radiograph(radiograph_file: Path) -> bytes:
+    """The session's radiograph (real when present, else a stand-in) as uploaded bytes."""
+    return radiograph_file.read_bytes()

@@ -163,7 +163,7 @@ def test_temperature_divides_the_logits() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_bytes_signature_pixels_match_shared_preprocessing(
-    sample_files: list[Path], real_or_synthetic_jpeg: Path, channels: int
+    sample_files: list[Path], radiograph_file: Path, channels: int
 ) -> None:
     """The TF decoder in serve_bytes feeds the model (almost) the same pixels as Pillow."""
     import tensorflow as tf
@@ -172,22 +172,13 @@ def test_bytes_signature_pixels_match_shared_preprocessing(
 
     spec = InputSpec(96, 96, channels)
     decode = _bytes_to_input(spec)
-    for path in [*sample_files[:3], real_or_synthetic_jpeg]:
+    for path in [*sample_files[:3], radiograph_file]:
         data = path.read_bytes()
         from_tf = decode(tf.constant([data])).numpy()[0]
         from_pillow = load_array(data, spec)
         difference = np.abs(from_tf - from_pillow)
         assert difference.mean() < 1.0, path.name  # gray levels out of 255
         assert difference.max() < 8.0, path.name
-
-
-@pytest.fixture(scope="module")
-def real_or_synthetic_jpeg(synthetic_dataset: Path, request: pytest.FixtureRequest) -> Path:
-    try:  # the real dataset where BONEFRAC_TEST_DATA or the shared folder has it
-        real = sorted(request.getfixturevalue("real_dataset").rglob("*.jpg"))[:1]
-    except pytest.skip.Exception:
-        real = []
-    return real[0] if real else next(iter(sorted(synthetic_dataset.rglob("*.jpg"))))
 
 
 def _edge(vertical: bool, size: int = 32) -> np.ndarray:

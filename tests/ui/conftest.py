@@ -7,7 +7,6 @@ the page is tested against the HTTP contract it will meet in production, not a m
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -16,11 +15,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.loopback import free_port, stop, wait_until_ok
-
-from trainer.synth import render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,20 +58,9 @@ def page_url(service_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="session")
-def xray_bytes(request: pytest.FixtureRequest) -> tuple[str, bytes]:
-    """One radiograph as a user would upload it: a real one when the dataset is present
-    (``real_dataset``: BONEFRAC_TEST_DATA or the shared folder)."""
-    try:
-        dataset: Path = request.getfixturevalue("real_dataset")
-    except pytest.skip.Exception:
-        dataset = None
-    real = dataset / "Oblique fracture/Train" if dataset else None
-    if real is not None and real.is_dir():
-        first = min(real.glob("*.jpg"))
-        return first.name, first.read_bytes()
-    buffer = io.BytesIO()
-    render("Oblique fracture", np.random.default_rng(0), size=256).save(buffer, format="PNG")
-    return "synthetic-oblique.png", buffer.getvalue()
+def xray_bytes(radiograph_file: Path) -> tuple[str, bytes]:
+    """The session's radiograph (real when present, else a stand-in) as (name, bytes)."""
+    return radiograph_file.name, radiograph_file.read_bytes()
 
 
 @pytest.fixture
