@@ -76,15 +76,18 @@ class JpegFrame:
         """The fewest bytes of entropy-coded data that can hold the frame, or 0 when no
         bound is known (arithmetic coding, JPEG-LS, hierarchical, height from DNL).
 
-        Every Huffman code is at least one bit, and a DCT frame codes each block's DC
-        difference at least once (sequential or the first DC scan of a progressive
-        one); a lossless frame codes each sample. Fewer bytes than this cannot be the
-        image the frame header claims: the decoder would fill the rest with gray.
+        Every Huffman code is at least one bit. A sequential DCT frame codes each block's
+        DC difference and then its AC coefficients, which end in an end-of-block code
+        unless all 63 are coded: two bits a block at the least. A progressive one codes
+        each block's DC difference in its first DC scan (later scans may skip blocks in
+        runs): one bit. A lossless frame codes each sample. Fewer bytes than this cannot
+        be the image the frame header claims: the decoder would fill the rest with gray.
         """
         if self.height == 0:
             return 0
         if self.marker in _HUFFMAN_DCT:
-            return self.blocks // 8
+            bits_per_block = 1 if self.progressive else 2
+            return self.blocks * bits_per_block // 8
         if self.marker == _HUFFMAN_LOSSLESS:
             return self.width * self.height * len(self.sampling) // 8
         return 0

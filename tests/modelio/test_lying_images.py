@@ -145,13 +145,14 @@ def test_a_frame_header_claiming_other_dimensions_than_its_data_is_refused(size)
     assert "JPEG" in message
 
 
+@pytest.mark.parametrize("source", [(96, 72), (640, 480)])  # 640x480: 108 KB of data
 def test_a_jpeg_claiming_far_more_pixels_than_its_data_is_refused_before_decoding(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, source: tuple[int, int]
 ) -> None:
     def no_load(*_args: object) -> None:
         raise AssertionError("decoded")
 
-    lying = with_frame_size(gray_jpeg(96, 72), 6000, 6000)
+    lying = with_frame_size(gray_jpeg(*source), 6000, 6000)
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
     message = refused(lying, "corrupt")
     assert "6000x6000" in message
