@@ -13,16 +13,16 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.records.db import describe, make_engine, migrate, resolve_url
 from service.records.log import Entry, PredictionLog
 from service.records.metrics import RecordsMetrics
+from service.registry import LoadedModel
+from service.schemas import Prediction
 from service.settings import Settings
 
 log = logging.getLogger("service.records")
@@ -92,31 +92,28 @@ class Records:
         self,
         route: str,
         *,
-        model: Any,
-        prediction: BaseModel,
+        model: LoadedModel,
+        prediction: Prediction,
         data: bytes,
         filename: str | None,
         started: float,
     ) -> None:
         """Count an answer for monitoring and queue it for the log; never raises.
 
-        ``model`` is the :class:`~service.registry.LoadedModel` that answered, ``started``
-        the route's ``time.perf_counter()`` at its start.
+        ``started`` is the route's ``time.perf_counter()`` at its start.
         """
         try:
             version = str(model.version)
             self.metrics.answers.labels(model.name, version).inc()
-            warnings = getattr(prediction, "warnings", ())
-            if any(getattr(w, "code", None) == "unfamiliar_image" for w in warnings):
+            if any(w.code == "unfamiliar_image" for w in prediction.warnings):
                 self.metrics.unfamiliar.labels(model.name, version).inc()
-            fracture = getattr(prediction, "fracture", None)
-            finding = getattr(fracture, "finding", None) if fracture is not None else None
-            self.metrics.findings.labels(model.name, version, str(finding or "none")).inc()
+            finding = prediction.fracture.finding if prediction.fracture is not None else "none"
+            self.metrics.findings.labels(model.name, version, finding).inc()
             if self.log is None:
                 return
             self.log.submit(
                 Entry(
-                    id=str(getattr(prediction, "prediction_id", "")),
+                    id=prediction.prediction_id,
                     created_at=dt.datetime.now(dt.UTC),
                     route=route,
                     model=model.name,
