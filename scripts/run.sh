@@ -19,7 +19,8 @@
 # Other settings: BONEFRAC_MODELS_DIR (default models), BONEFRAC_MODEL_NAME (default
 # bone-fracture), BONEFRAC_SYNTH_DIR (default data/synthetic), BONEFRAC_EPOCHS and
 # BONEFRAC_SYNTH_PER_CLASS (--synthetic only; default: the trainer's),
-# BONEFRAC_START_TIMEOUT (seconds to wait for readiness, default 180), and every
+# BONEFRAC_START_TIMEOUT (seconds to wait for readiness, default 180),
+# BONEFRAC_RUN_LOG_DIR (where the trainer's output goes, default logs), and every
 # BONEFRAC_* variable the service reads.
 set -euo pipefail
 # Paths the user gives (--data, BONEFRAC_MODELS_DIR, BONEFRAC_SYNTH_DIR) are relative to
@@ -29,6 +30,8 @@ from_caller() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$caller_
 cd "$(dirname "$0")/.."
 
 die() { echo "run: $*" >&2; exit 2; }
+# shellcheck source=scripts/logged.sh
+source scripts/logged.sh
 
 data_dir="${BONEFRAC_DATA_DIR:-}"
 service_port="${BONEFRAC_SERVICE_PORT:-8000}"
@@ -83,6 +86,9 @@ fi
 if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py="$(command -v python3)"; fi
 
 # -- a model to serve ------------------------------------------------------------------
+# The trainer's output (TensorFlow's C++ log lines above all) goes to a log file.
+log_dir=logs
+if [ -n "${BONEFRAC_RUN_LOG_DIR:-}" ]; then log_dir="$(from_caller "$BONEFRAC_RUN_LOG_DIR")"; fi
 has_version() {
   local dir="$models_dir/$model_name" entry
   [ -d "$dir" ] || return 1
@@ -95,9 +101,9 @@ has_version() {
 
 if [ "$retrain" = 1 ] || ! has_version; then
   if [ -n "$data_dir" ]; then
-    echo "run: training $model_name on $data_dir with --recipe best (pretrained backbone;" \
-      "about 5 minutes for 1,000 images on 2 cores) ..."
-    "$py" -m trainer train --data "$data_dir" --models "$models_dir" --name "$model_name" \
+    run_logged "$log_dir/train.log" "training $model_name on $data_dir with --recipe best
+    (pretrained backbone; about 5 minutes for 1,000 images on 2 cores)" \
+      "$py" -m trainer train --data "$data_dir" --models "$models_dir" --name "$model_name" \
       --recipe best
   elif [ "$synthetic" = 1 ]; then
     train_args=()
@@ -109,16 +115,18 @@ if [ "$retrain" = 1 ] || ! has_version; then
     train_data=data/synthetic
     if [ -n "${BONEFRAC_SYNTH_DIR:-}" ]; then train_data="$(from_caller "$BONEFRAC_SYNTH_DIR")"; fi
     if [ ! -d "$train_data" ]; then
-      echo "run: writing synthetic X-rays to $train_data ..."
-      "$py" -m trainer synth --out "$train_data" ${synth_args[@]+"${synth_args[@]}"}
+      run_logged "$log_dir/synth.log" "writing synthetic X-rays to $train_data" \
+        "$py" -m trainer synth --out "$train_data" ${synth_args[@]+"${synth_args[@]}"}
     fi
-    echo "run: training $model_name on $train_data (a few minutes on 2 cores) ..."
-    "$py" -m trainer train --data "$train_data" --models "$models_dir" --name "$model_name" \
+    run_logged "$log_dir/train.log" \
+      "training $model_name on $train_data (a few minutes on 2 cores)" \
+      "$py" -m trainer train --data "$train_data" --models "$models_dir" --name "$model_name" \
       ${train_args[@]+"${train_args[@]}"}
   else
-    echo "run: no model in $models_dir/$model_name: assembling the shipped default model" \
-      "(trained on real radiographs; see default-model/MODEL_CARD.md) ..."
-    "$py" -m trainer assemble --models "$models_dir" --name "$model_name"
+    echo "run: no model in $models_dir/$model_name yet"
+    run_logged "$log_dir/assemble.log" "assembling the shipped default model (trained on
+    real radiographs; see default-model/MODEL_CARD.md; about a minute)" \
+      "$py" -m trainer assemble --models "$models_dir" --name "$model_name"
   fi
 elif [ -n "$data_dir" ] || [ "$synthetic" = 1 ]; then
   echo "run: $models_dir/$model_name already has a model; pass --retrain to train a new one"
