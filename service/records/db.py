@@ -112,6 +112,9 @@ def sqlite_path(url: URL) -> Path | None:
 
 def current_revision(engine: Engine) -> str | None:
     """The schema's Alembic revision, or None for a database never migrated."""
+    sqlite_file = sqlite_path(engine.url)
+    if sqlite_file is not None and not sqlite_file.exists():
+        return None  # connecting would create it
     with engine.connect() as connection:
         try:
             row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
