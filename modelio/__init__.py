@@ -4,6 +4,10 @@
   :mod:`modelio.dicom`) into the model's input, the one preprocessing both sides use.
 - :mod:`modelio.artifact` is the version folder's file layout (TF Serving's), readable
   without TensorFlow.
+- :mod:`modelio.contract` names the graph's outputs, describes them in ``metadata.json``
+  (``outputs``) and holds the warning rules.
+- :mod:`modelio.locations` holds the models folder and model name defaults, read from
+  ``BONEFRAC_MODELS_DIR`` and ``BONEFRAC_MODEL_NAME`` once per process.
 
 Only numpy, Pillow and pydicom are imported here, so the service and its tests never load
 the trainer's dependencies.

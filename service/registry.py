@@ -154,10 +154,10 @@ class ModelRegistry:
         refused = "; ".join(f"v{v}: {r.reason}" for v, r in sorted(self.refused.items()))
         return (
             f"Model not loaded: {what}{f' (refused {refused})' if refused else ''}. "
-            "Train one with `python -m trainer synth --out data/synth` then "
-            f"`python -m trainer train --data data/synth --models {self.public_dir}` "
-            "(or --data a real dataset), or point BONEFRAC_MODELS_DIR at a folder "
-            "that holds models/<name>/<N>/."
+            "Put the shipped model there with "
+            f"`python -m trainer assemble --models {self.public_dir}` (or train one on your "
+            "own radiographs: `python -m trainer train --data DIR --recipe best`), or point "
+            "BONEFRAC_MODELS_DIR at a folder that holds <name>/<N>/."
         )
 
     def versions_on_disk(self) -> list[int]:

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelio.budget import DEFAULT_MAX_DECODE_BYTES
 from modelio.images import DEFAULT_MAX_PIXELS
+from modelio.locations import DEFAULT_MODEL_NAME, DEFAULT_MODELS_DIR
 from service.records.db import DEFAULT_RECORDS_DIR
 
 
@@ -25,9 +26,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BONEFRAC_", extra="ignore", frozen=True)
 
     models_dir: Path = Field(
-        Path("models"), description="Folder holding <model_name>/<version>/ as the trainer exports"
+        DEFAULT_MODELS_DIR,
+        description="Folder holding <model_name>/<version>/ as the trainer exports",
     )
-    model_name: str = Field("bone-fracture", description="Which model under models_dir to serve")
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Which model under models_dir to serve")
     model_version: int | None = Field(
         None, ge=1, description="Pin this version; unset serves the newest valid version"
     )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modelio.locations import ModelPlace
 from trainer.errors import TrainerError
 
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="models folder (default: $BONEFRAC_MODELS_DIR or models)",
     )
-    train.add_argument("--name", default="bone-fracture", help="model name")
+    train.add_argument(
+        "--name", default=None, help="model name (default: $BONEFRAC_MODEL_NAME or bone-fracture)"
+    )
     train.add_argument(
         "--data-description",
         help="one sentence on the training data, shown with every answer (default: the "
@@ -82,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="models folder (default: $BONEFRAC_MODELS_DIR or models)",
     )
-    assemble.add_argument("--name", default=None, help="model name (default: the shipped one)")
+    assemble.add_argument(
+        "--name",
+        default=None,
+        help="model name (default: $BONEFRAC_MODEL_NAME, else the shipped model's own)",
+    )
 
     reviewed = commands.add_parser(
         "export-reviewed",
@@ -183,9 +190,8 @@ def _train(args: argparse.Namespace) -> None:
 
     from trainer.train import train  # noqa: PLC0415
 
-    models = args.models or Path(os.environ.get("BONEFRAC_MODELS_DIR", "models"))
     config = replace(
-        _config(args, models),
+        _config(args, args.models),
         name=args.name,
         tune=args.tune,
         max_trials=args.max_trials,
@@ -204,8 +210,7 @@ def _crossval(args: argparse.Namespace) -> None:
 def _assemble(args: argparse.Namespace) -> None:
     from trainer.assemble import assemble, describe  # noqa: PLC0415
 
-    models = args.models or Path(os.environ.get("BONEFRAC_MODELS_DIR", "models"))
-    print(describe(assemble(args.source, models, args.name)))
+    print(describe(assemble(args.source, args.models, args.name)))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -230,8 +235,19 @@ def _export_reviewed(args: argparse.Namespace) -> None:
     print(summary.describe())
 
 
+def _fill_defaults(args: argparse.Namespace, place: ModelPlace) -> None:
+    """Flags left unset take the process's one reading of the environment."""
+    if "models" in args and args.models is None:
+        args.models = place.models_dir
+    if args.command == "train" and args.name is None:
+        args.name = place.model_name
+    if args.command == "assemble" and args.name is None and place.name_from_environment:
+        args.name = place.model_name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _fill_defaults(args, ModelPlace.from_environment())
     handlers = {
         "synth": _synth,
         "train": _train,

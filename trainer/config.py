@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelio.images import InputSpec
+from modelio.locations import DEFAULT_MODEL_NAME
 from trainer.augment import AugmentConfig
 from trainer.model import DEFAULTS, Hyperparameters
 
@@ -20,7 +21,7 @@ class TrainConfig:
 
     data_dir: Path
     models_dir: Path
-    name: str = "bone-fracture"
+    name: str = DEFAULT_MODEL_NAME
     epochs: int = 5
     image_size: int = 128
     channels: int = 1

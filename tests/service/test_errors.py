@@ -203,7 +203,9 @@ def test_no_model_on_disk_makes_readyz_and_predict_503(serve, tmp_path, png):
 
     assert client.get("/healthz").status_code == 200
     ready = assert_error(client.get("/readyz"), 503, "model_unavailable")
-    assert "python -m trainer train" in ready["message"]
+    # it teaches the shipped model, not a model trained on drawings
+    assert "python -m trainer assemble --models" in ready["message"]
+    assert "synth" not in ready["message"]
     assert_error(client.post("/predict", files=upload(png)), 503, "model_unavailable")
     assert_error(client.get("/classes"), 503, "model_unavailable")
     assert client.get("/models").json()["served"] is None

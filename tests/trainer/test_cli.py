@@ -216,6 +216,38 @@ def test_unknown_backbone_is_refused_before_any_image_is_decoded(
     assert not models.exists()
 
 
+def test_train_and_assemble_take_the_model_place_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BONEFRAC_MODEL_NAME and BONEFRAC_MODELS_DIR mean to the trainer what they mean to
+    the service; flags still win."""
+    import trainer.assemble
+    import trainer.train
+
+    seen: list[tuple[object, ...]] = []
+    monkeypatch.setattr(trainer.train, "train", lambda c: seen.append((c.models_dir, c.name)))
+    monkeypatch.setattr(
+        trainer.assemble, "assemble", lambda src, models, name: seen.append((models, name))
+    )
+    monkeypatch.setattr(trainer.assemble, "describe", str)
+    monkeypatch.setenv("BONEFRAC_MODELS_DIR", str(tmp_path / "env-models"))
+    monkeypatch.setenv("BONEFRAC_MODEL_NAME", "wrist")
+    data = ["--data", str(tmp_path)]
+
+    assert main(["train", *data]) == 0
+    assert main(["train", *data, "--models", "flag-models", "--name", "elbow"]) == 0
+    assert main(["assemble"]) == 0
+    monkeypatch.delenv("BONEFRAC_MODEL_NAME")
+    assert main(["assemble"]) == 0  # the shipped model's own name
+
+    assert seen == [
+        (tmp_path / "env-models", "wrist"),
+        (Path("flag-models"), "elbow"),
+        (tmp_path / "env-models", "wrist"),
+        (tmp_path / "env-models", None),
+    ]
+
+
 def test_a_failed_training_leaves_no_empty_model_folder(
     synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
