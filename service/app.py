@@ -22,6 +22,7 @@ from service.auth import ApiKeyMiddleware
 from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware, ClientGuardMiddleware
+from service.memory import finished_requests, libc_malloc_trim, trim_periodically
 from service.metrics import Metrics, MetricsMiddleware
 from service.probes import HeadProbeMiddleware
 from service.records import routes as records_routes
@@ -93,16 +94,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await to_thread.run_sync(registry.refresh)
     if registry.current is None:
         log.warning("%s", registry.missing_message())
-    poll = None
+    background: list[asyncio.Task[None]] = []
     if settings.reload_interval_s > 0:
-        poll = asyncio.create_task(_poll_for_versions(registry, settings.reload_interval_s))
+        poll = _poll_for_versions(registry, settings.reload_interval_s)
+        background.append(asyncio.create_task(poll))
+    trim = libc_malloc_trim()
+    if settings.memory_trim_interval_s > 0 and trim is not None:
+        requests = app.state.metrics.requests
+        trimmer = trim_periodically(
+            settings.memory_trim_interval_s, lambda: finished_requests(requests), trim
+        )
+        background.append(asyncio.create_task(trimmer))
     try:
         yield
     finally:
-        if poll is not None:
-            poll.cancel()
+        for task in background:
+            task.cancel()
             with suppress(asyncio.CancelledError):
-                await poll
+                await task
         app.state.executor.shutdown(wait=False, cancel_futures=True)
         await to_thread.run_sync(records.close)  # writes what the log still holds
 

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="Seconds the whole body of a request may take to arrive, however "
         "steadily it trickles in; then it is answered 408 and closed",
     )
+    memory_trim_interval_s: float = Field(
+        5.0,
+        ge=0.0,
+        description="Seconds between hand-backs of freed memory to the operating system "
+        "(glibc's malloc_trim) while requests come in; 0 disables",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
     )
