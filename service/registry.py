@@ -5,11 +5,12 @@ it once and uses only that, so replacing ``registry.current`` (a single attribut
 assignment, atomic in Python) never disturbs a request already running on the old one;
 the old interpreter is freed when its last request lets go of it.
 
-A version is served only after it passed :func:`modelio.artifact.check_version`, its
-runtime loaded, and a warm-up inference returned a probability distribution of the
-right length. A version that fails is refused with one log line and remembered by its
-files' fingerprint, so it is not retried every poll but is retried once its files
-change (for example when a hand copy completes).
+A version is served only after it passed :func:`modelio.artifact.check_version` and
+its integrity record (:func:`modelio.integrity.verify_integrity`), its runtime loaded,
+and a warm-up inference returned a probability distribution of the right length. A
+version that fails is refused with one log line and remembered by its files'
+fingerprint, so it is not retried every poll but is retried once its files change (for
+example when a hand copy completes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from modelio.artifact import ArtifactError, check_version, list_versions, version_dir
 from modelio.images import InputSpec
+from modelio.integrity import verify_integrity
 from service.runtime import Predictor, load_predictor, warm_up
 from service.settings import Settings
 
@@ -239,6 +241,13 @@ class ModelRegistry:
     def _load(self, version: int, path: Path) -> LoadedModel:
         start = time.perf_counter()
         metadata = check_version(path)
+        if not verify_integrity(path, metadata):
+            log.info(
+                "version %s of %s has no integrity record (exported before records "
+                "existed); re-export it to have its files checked",
+                version,
+                self.name,
+            )
         if metadata.get("name") not in (None, self.name):
             raise ArtifactError(
                 f"metadata.json names model '{metadata['name']}', not '{self.name}'"
