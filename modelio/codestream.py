@@ -111,10 +111,7 @@ def _walk(data: bytes) -> JpegFrame | None:
     position = len(SOI)
     end = len(data)
     while position < end:
-        if data[position] != 0xFF:
-            raise ValueError("a marker was expected")
-        while position < end and data[position] == 0xFF:  # fill bytes before a marker
-            position += 1
+        position = _next_marker(data, position)
         if position >= end:
             break
         marker = data[position]
@@ -153,6 +150,18 @@ def _walk(data: bytes) -> JpegFrame | None:
         return None
     marker, width, height, sampling, _ids = frame
     return JpegFrame(marker, width, height, sampling, scans, scan_blocks, entropy, complete)
+
+
+def _next_marker(data: bytes, position: int) -> int:
+    """Where the code of the next marker at or after ``position`` is (``len(data)`` if
+    none). libjpeg skips stray bytes up to the next 0xFF (with a warning) and any 0xFF
+    fill, so this does too: else a byte before each scan would hide a scan bomb."""
+    found = data.find(b"\xff", position)
+    if found == -1:
+        return len(data)
+    while found < len(data) and data[found] == 0xFF:
+        found += 1
+    return found
 
 
 def _blocks_of(

@@ -184,6 +184,12 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding(
     assert "scans" in message
 
 
+def test_stray_bytes_before_the_scans_do_not_hide_a_scan_bomb() -> None:
+    """libjpeg skips junk between segments (with a warning), so the scan count must too."""
+    bomb = progressive_scan_bomb(256, repeats=MAX_SCAN_PASSES * 3)
+    assert "scans" in refused(bomb.replace(b"\xff\xda", b"\x00\xff\xda"), "too_large")
+
+
 def test_ordinary_progressive_jpegs_pass() -> None:
     shown = decode_image(gray_jpeg(300, 200, progressive=True))
     assert shown.size == (300, 200)
