@@ -179,8 +179,7 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> Image.Image:
                 "gray fill): the file is truncated, or its frame header claims more pixels "
                 "than it holds.",
             )
-        image = _upright(image)
-        return _to_8bit(image)
+        return _to_8bit(_upright(image))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
@@ -50,7 +50,7 @@ from service.uploads import openapi_form, read_files
 
 router = APIRouter()
 
-_UPLOAD_ERRORS = {
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Empty file"},
     413: {"model": ErrorResponse, "description": "Upload or image over the size limits"},
     415: {

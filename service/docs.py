@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -41,7 +42,7 @@ def install_docs(app: FastAPI) -> bool:
     assets = offline_assets()
     openapi_url = app.openapi_url or "/openapi.json"
     title = app.title
-    swagger: dict[str, str] = {}
+    swagger: dict[str, Any] = {}
     redoc: dict[str, str] = {}
     if assets is None:
         log.warning("fastapi-offline is not installed: /docs and /redoc load from a CDN")

@@ -84,7 +84,9 @@ def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
             HttpToolsProtocol as Base,
         )
     except ImportError:  # httptools is optional in uvicorn
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # noqa: PLC0415
+        from uvicorn.protocols.http.h11_impl import (  # type: ignore[assignment]  # noqa: PLC0415
+            H11Protocol as Base,  # the same role under another class: a base to extend
+        )
     return type(
         f"HeaderTimeout{Base.__name__}",
         (HeaderTimeoutMixin, Base),

@@ -198,7 +198,8 @@ def export_version(
                     f"TFLite export differs from the SavedModel by {difference:.2e} in {output}"
                 )
         if head_arrays is not None:
-            np.savez(staging / artifact.HEAD_FILE, **head_arrays)
+            arrays: dict[str, Any] = dict(head_arrays)  # names never clash with savez's own
+            np.savez(staging / artifact.HEAD_FILE, **arrays)
         if write_reports is not None:
             reports = staging / artifact.REPORTS_DIR
             reports.mkdir()

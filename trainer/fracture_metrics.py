@@ -8,6 +8,8 @@ region), so the product and the report count the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from modelio.regions import find_regions
@@ -47,9 +49,9 @@ def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> di
     }
 
 
-def _touches(coverage: np.ndarray, region: object) -> bool:
+def _touches(coverage: np.ndarray, region: Any) -> bool:
     r = region
-    return bool(coverage[r.row0 : r.row1, r.col0 : r.col1].max() > 0)  # type: ignore[attr-defined]
+    return bool(coverage[r.row0 : r.row1, r.col0 : r.col1].max() > 0)
 
 
 def pointing_game(maps: np.ndarray, coverage: np.ndarray, region_threshold: float) -> float:

@@ -101,7 +101,7 @@ def _inner_folds(
         return list(splitter.split(labels, labels, groups))
 
 
-def _logistic(c: float, seed: int) -> object:
+def _logistic(c: float, seed: int) -> Any:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
     return LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)

@@ -175,7 +175,7 @@ def _line(
     return -du * sa + dv * ca, du * ca + dv * sa
 
 
-def _gauss(d: FloatArray, width: float) -> FloatArray:
+def _gauss(d: FloatArray, width: float | FloatArray) -> FloatArray:
     return np.exp(-0.5 * (d / width) ** 2)
 
 
@@ -206,7 +206,9 @@ def _shift_side(scene: _Scene, side: FloatArray, du: float, dv: float) -> None:
     scene.vb = np.where(side, scene.vb - dv, scene.vb)
 
 
-def _darken(scene: _Scene, d: FloatArray, width: float, depth: float, mask: Any = 1.0) -> None:
+def _darken(
+    scene: _Scene, d: FloatArray, width: float | FloatArray, depth: float, mask: Any = 1.0
+) -> None:
     scene.density *= 1.0 - depth * _gauss(d, width) * mask
 
 

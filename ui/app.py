@@ -162,7 +162,7 @@ def probability_chart(prediction: Prediction) -> alt.Chart:
         }
         for item in prediction.probabilities
     ]
-    order = [row["Class"] for row in rows]
+    order = [str(row["Class"]) for row in rows]
     base = alt.Chart(alt.Data(values=rows)).encode(
         y=alt.Y("Class:N", sort=order, title=None, axis=alt.Axis(labelLimit=220, labelFontSize=12)),
         x=alt.X(

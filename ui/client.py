@@ -406,7 +406,9 @@ def _parse_fracture(value: object) -> Fracture | None:
             regions.append(
                 FractureRegion(box=tuple(float(v) for v in box), score=float(item["score"]))  # type: ignore[arg-type]
             )
-    thresholds = value.get("thresholds") if isinstance(value.get("thresholds"), Mapping) else {}
+    thresholds = value.get("thresholds")
+    if not isinstance(thresholds, Mapping):
+        thresholds = {}
     rule_out = thresholds.get("rule_out") or {}
     rule_in = thresholds.get("rule_in") or {}
     probability = value.get("probability")

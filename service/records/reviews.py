@@ -91,7 +91,7 @@ def to_review(row: ReviewRow, prediction: PredictionRow) -> Review:
         prediction_id=row.prediction_id,
         created_at=as_utc(row.created_at),
         reader=row.reader,
-        finding=row.finding,  # type: ignore[arg-type]  # only reader findings are stored
+        finding=row.finding,  # only reader findings are stored
         fracture_type=row.fracture_type,
         comment=row.comment,
         model=prediction.model,

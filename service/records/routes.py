@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
@@ -46,7 +46,7 @@ _reviewer_key_scheme = APIKeyHeader(
     description="Required on /feedback and /predictions when BONEFRAC_REVIEWER_KEY is set.",
 )
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "API key or reviewer key missing or wrong"},
     503: {
         "model": ErrorResponse,

@@ -121,7 +121,10 @@ class TypeHead:
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TypeHead:
         """Raises KeyError when head.npz lacks it (every linear model has one)."""
         head = LinearHead(
-            *(arrays[f"head_{k}"] for k in ("mean", "scale", "weights", "bias")),
+            mean=arrays["head_mean"],
+            scale=arrays["head_scale"],
+            weights=arrays["head_weights"],
+            bias=arrays["head_bias"],
             c=float(arrays["head_c"]),
         )
         return cls(head, float(arrays["temperature"]))
@@ -144,7 +147,10 @@ class OodPiece:
         """Raises KeyError when head.npz lacks it (every shipped head has one)."""
         return cls(
             OodModel(
-                *(arrays[f"ood_{k}"] for k in ("mean", "scale", "components", "inverse_variance")),
+                mean=arrays["ood_mean"],
+                scale=arrays["ood_scale"],
+                components=arrays["ood_components"],
+                inverse_variance=arrays["ood_inverse_variance"],
                 residual_inverse_variance=float(arrays["ood_residual_inverse_variance"]),
                 threshold=float(arrays["ood_threshold"]),
             )
