@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_fragments
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.pixels.decoders.base import get_decoder
@@ -304,17 +304,15 @@ def _check_codestream(ds: Dataset, syntax: UID, rows: int, columns: int) -> None
 
     The decoders believe the codestream: a JPEG 2000 whose SIZ said 16000 x 16000 under
     Rows and Columns of 1760 took 1.7 GB of memory before the mismatch was noticed. So the
-    first fragment's own header is read (SIZ for JPEG 2000 and HTJ2K, SOF for the JPEG
+    first frame's own header is read (SIZ for JPEG 2000 and HTJ2K, SOF for the JPEG
     family and JPEG-LS) and must give the header's size; a progressive JPEG inside must
     not be a scan bomb either (:mod:`modelio.jpeg_checks`). Pixel data that are not
     encapsulated, or a codestream these parsers do not know (RLE), pass unchanged.
     """
     if not syntax.is_encapsulated:
         return
-    try:
-        fragments = generate_fragments(ds.PixelData)
-        next(fragments)  # the Basic Offset Table item
-        first = next(fragments)
+    try:  # the whole first frame: a scan bomb's scans may sit in a later fragment
+        first = next(generate_frames(ds.PixelData, number_of_frames=_frames(ds)))
     except Exception:
         return  # pixel_array says what is wrong with the encapsulation
     j2k = read_j2k_size(first)

@@ -231,3 +231,21 @@ def test_a_dicom_codestream_of_another_size_than_its_header_is_refused_before_de
 def test_honest_compressed_dicom_still_decodes() -> None:
     for path in (pydicom_data_file("RG3_J2KR.dcm"), pydicom_test_file("JPGExtended.dcm")):
         assert decode(path.read_bytes()).dicom is not None
+
+
+def test_a_scan_bomb_inside_a_dicom_is_refused_whatever_fragment_holds_its_scans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    bomb = progressive_scan_bomb(256, repeats=MAX_SCAN_PASSES * 3)
+    ds = image_dataset(np.zeros((256, 256), np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    # one frame in four fragments: the first holds the header and a few scans only
+    ds.PixelData = encapsulate([bomb], fragments_per_frame=4)
+    ds["PixelData"].is_undefined_length = True
+    lying = write(ds)
+    _no_pixel_decoding(monkeypatch)
+
+    assert "scans" in refused(lying, "too_large")
