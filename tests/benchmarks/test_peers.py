@@ -113,6 +113,7 @@ def check(answer: object, parse: Callable, reference: tuple[list[float], list[st
     np.testing.assert_allclose(got, probabilities, atol=1e-5)
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_bentoml(peers: Callable, harness, image: bytes, reference, tmp_path: Path) -> None:
     bentoml = _module("bentoml", service=_identity_decorator, api=_identity_decorator)
     module = peers("bentoml_service", {"bentoml": bentoml})

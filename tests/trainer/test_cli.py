@@ -18,6 +18,7 @@ from trainer.cli import main
 TINY = ["--image-size", "32", "--epochs", "1", "--quiet"]
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_synth_train_train_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, models = tmp_path / "data", tmp_path / "models"
     assert main(["synth", "--out", str(data), "--per-class", "6", "--size", "64"]) == 0
@@ -176,6 +177,7 @@ def test_concurrent_exports_get_distinct_versions(
     assert names == list(range(1, 9))
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_tune_records_the_search(synthetic_dataset: Path, tmp_path: Path) -> None:
     args = [
         "train",

@@ -27,6 +27,7 @@ def test_folds_are_disjoint_grouped_and_cover_everything(duplicated_dataset: Pat
         assert not set(loaded.groups[split.train].tolist()) & set(loaded.groups[split.val].tolist())
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_crossval_command(
     synthetic_dataset: Path,
     capsys: pytest.CaptureFixture[str],

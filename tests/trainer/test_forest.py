@@ -64,6 +64,7 @@ def test_keras_layer_walks_the_trees_like_numpy(forest_and_data) -> None:
     assert not layer.trainable_weights
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_forest_recipe_trains_exports_and_beats_chance(tmp_path: Path) -> None:
     from trainer.synth import write_dataset
 

@@ -239,6 +239,7 @@ def test_gradients_stem_builds_and_exports_to_a_matching_tflite(tmp_path: Path) 
     _export_and_answer_a_blank(model, probe, tmp_path)
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_forest_head_exports_to_a_matching_tflite(tmp_path: Path) -> None:
     from trainer.families.forest import make_forest_model
     from trainer.forest import grow_forest

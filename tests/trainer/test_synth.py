@@ -267,6 +267,7 @@ def _logistic() -> object:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.05))
 
 
+@pytest.mark.slow  # measured 15-60 s on 2 busy cores: out of the fast lane
 def test_classes_are_learnable(samples: tuple[list[Image.Image], np.ndarray]) -> None:
     images, labels = samples
     scores = cross_val_score(_logistic(), _random_conv_features(images), labels, cv=4)
