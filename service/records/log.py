@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -42,6 +43,15 @@ BATCH_SIZE = 256
 #: Upload bytes the queue may hold (besides its count limit): a flood of large uploads
 #: must not grow the process without bound while the database is down.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
+#: Seconds the writer lets answers gather after the first before writing them together:
+#: on a busy service one transaction per few hundred answers, not one per answer. Every
+#: wake-up of the writer takes a core from the model's thread pool (whose threads wait
+#: for each other at every layer): with one write per answer the service spent 79.4 ms of
+#: CPU per /predict against 76.2 with the log off; with this pause and a lower priority,
+#: 75.7 against 75.1 (shipped model, 8 clients, 320 requests each, benchmarks/).
+LINGER_S = 0.2
+#: The writer's nice value: it yields the cores to inference, which must not wait for it.
+WRITER_NICE = 10
 #: Pauses between retries while the database is down: from the first to the last, doubling.
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
@@ -88,6 +98,15 @@ class Entry:
     filename: str | None
     answer: BaseModel
     latency_s: float
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread is a task of its own);
+    elsewhere, or when not allowed, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (AttributeError, OSError):
+        log.debug("the prediction log's writer keeps its priority")
 
 
 def to_row(entry: Entry) -> dict[str, Any]:
@@ -210,6 +229,7 @@ class PredictionLog:
             self._dropped("shutdown", len(leftovers))
 
     def _run(self) -> None:
+        lower_priority()
         while True:
             batch = self._take_batch()
             if batch:
@@ -222,6 +242,9 @@ class PredictionLog:
             first = self._queue.get(timeout=0.1 if self._stop.is_set() else 0.5)
         except queue.Empty:
             return []
+        if not self._stop.is_set():
+            # Let answers gather: one transaction (and one wake-up) for many answers.
+            self._stop.wait(LINGER_S)
         batch = [first]
         while len(batch) < BATCH_SIZE:
             try:

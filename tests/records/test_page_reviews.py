@@ -30,7 +30,8 @@ def database_url() -> None:
 
 
 @pytest.fixture
-def service(records_settings: Callable[..., Any]) -> Iterator[str]:
+def service(records_settings: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
+    """(URL, app) of a service on a loopback port."""
     app = create_app(records_settings())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
@@ -44,16 +45,17 @@ def service(records_settings: Callable[..., Any]) -> Iterator[str]:
             thread.join(0.05)
         assert server.started, "the service did not start"
         app.state.registry.current = stand_in_model()
-        yield url
+        yield url, app
     finally:
         server.should_exit = True
         thread.join(30)
 
 
 def test_a_reader_corrects_an_answer_and_finds_it_listed_first(
-    service: str, monkeypatch: pytest.MonkeyPatch
+    service: tuple[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BONEFRAC_API_URL", service)
+    url, app = service
+    monkeypatch.setenv("BONEFRAC_API_URL", url)
     monkeypatch.delenv("BONEFRAC_API_KEY", raising=False)
     monkeypatch.delenv("BONEFRAC_REVIEWER_KEY", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=60)
@@ -72,14 +74,15 @@ def test_a_reader_corrects_an_answer_and_finds_it_listed_first(
     assert not at.exception, at.exception
     assert any("corrects the model" in s.value for s in at.success)
 
-    [review] = requests.get(f"{service}/feedback", timeout=10).json()["reviews"]
+    [review] = requests.get(f"{url}/feedback", timeout=10).json()["reviews"]
     assert (review["reader"], review["fracture_type"], review["disagrees"]) == (
         "dr-a",
         other,
         True,
     )
 
-    requests.post(f"{service}/predict", files={"file": ("b.png", png(240))}, timeout=10)
+    requests.post(f"{url}/predict", files={"file": ("b.png", png(240))}, timeout=10)
+    assert app.state.records.log.flush(timeout=30)  # written within the log's pause
     at.sidebar.radio[0].set_value(RECENT).run()
     assert not at.exception, at.exception
     cards = [m.value for m in at.markdown if "· model " in m.value]
