@@ -7,6 +7,8 @@ import shutil
 
 from support.sample_images import encode, upload
 
+from modelio.integrity import seal
+
 MODEL = "bone-fracture"
 
 
@@ -15,9 +17,11 @@ def test_no_answer_shows_an_absolute_path(serve, models_copy, tmp_path):
     metadata = json.loads((version / "metadata.json").read_text())
     metadata["dataset"] = {**metadata.get("dataset", {}), "source": str(tmp_path / "secret-data")}
     (version / "metadata.json").write_text(json.dumps(metadata))
+    seal(version)  # changed on purpose: its integrity record follows
     broken = models_copy / MODEL / "2"
     shutil.copytree(version, broken)
     (broken / "model.tflite").write_bytes(b"not a flat buffer")
+    seal(broken)  # refused by the runtime, whose reason names the file
     client = serve(models_copy)
     empty = serve(tmp_path / "empty")
 

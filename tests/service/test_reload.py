@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support.sample_images import encode, upload
 
+from modelio.integrity import seal
+
 MODEL = "bone-fracture"
 
 
@@ -28,6 +30,7 @@ def publish(models_dir: Path, source: int, target: int, class_prefix: str = "") 
     metadata["version"] = target
     metadata["classes"] = [class_prefix + name for name in metadata["classes"]]
     (staging / "metadata.json").write_text(json.dumps(metadata))
+    seal(staging)  # a new version on purpose: its integrity record follows
     staging.rename(root / str(target))
     return root / str(target)
 
