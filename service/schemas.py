@@ -275,10 +275,23 @@ class TFServingPredictRequest(BaseModel):
     signature_name: str | None = Field(None, examples=["serve_bytes"])
     instances: list[Any] | None = None
     inputs: Any = None
+    output_filter: list[str] | None = Field(
+        None,
+        description="Output names to return (as in TF Serving's gRPC PredictRequest), e.g. "
+        "['probabilities', 'fracture_probability', 'fracture_map']; then each prediction is "
+        "an object of those outputs by name. Without it, probabilities alone, as lists",
+        examples=[["probabilities", "fracture_probability"]],
+    )
 
 
 class TFServingPredictResponse(BaseModel):
-    predictions: list[list[float]] | None = Field(
-        None, description="Row format: one probability list per instance, in class order"
+    predictions: list[list[float]] | list[dict[str, Any]] | None = Field(
+        None,
+        description="Row format: one probability list per instance, in class order (or, with "
+        "output_filter, one object of the named outputs per instance)",
     )
-    outputs: list[list[float]] | None = Field(None, description="Columnar format answer")
+    outputs: list[list[float]] | dict[str, Any] | None = Field(
+        None,
+        description="Columnar format answer (with output_filter: the named outputs, each "
+        "batched over the instances)",
+    )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
+from modelio.contract import PROBABILITIES
 from modelio.images import ImageDecodeError, InputSpec
 from service.deps import ApiKeyChecked, MetricsDep, RegistryDep, SettingsDep, current_model
 from service.errors import ServiceError, decode_error
@@ -40,7 +41,7 @@ SIGNATURES = (None, "serving_default", "serve_bytes")
 BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse, "description": "No such model or version"},
@@ -133,14 +134,28 @@ def _instances(body: TFServingPredictRequest) -> tuple[list[Any], str]:
     return inputs, "outputs"
 
 
-def _probabilities(items: list[Any], model: LoadedModel, limits: Settings) -> np.ndarray:
+def _outputs(items: list[Any], model: LoadedModel, limits: Settings) -> dict[str, np.ndarray]:
+    """Every output of the model for the instances, by name."""
     if not items:
         raise ServiceError(400, "bad_request", "No instances to predict.")
     try:
         batch = np.stack([_decode_instance(item, model.spec, limits) for item in items])
     except ImageDecodeError as exc:
         raise decode_error(exc) from exc
-    return model.predictor.predict(batch)
+    return model.predictor.run(batch)
+
+
+def _filtered(outputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+    """The outputs ``output_filter`` names; an unknown name is a 400 naming the known ones."""
+    unknown = [name for name in wanted if name not in outputs]
+    if unknown or not wanted:
+        raise ServiceError(
+            400,
+            "bad_request",
+            f"output_filter names {', '.join(map(repr, unknown)) or 'nothing'}; this model's "
+            f"outputs are {', '.join(sorted(outputs))}.",
+        )
+    return {name: outputs[name] for name in wanted}
 
 
 @router.get(
@@ -181,9 +196,16 @@ async def _predict(
             f"{len(items)} instances sent; at most {settings.max_instances} per request "
             "(BONEFRAC_MAX_INSTANCES).",
         )
-    probs = await run_blocking(request, partial(_probabilities, items, model, settings))
+    outputs = await run_blocking(request, partial(_outputs, items, model, settings))
+    probs = outputs[PROBABILITIES]
     for row in probs:
         metrics.predictions.labels(model.classes[int(np.argmax(row))]).inc()
+    if body.output_filter is not None:
+        chosen = _filtered(outputs, body.output_filter)
+        if key == "outputs":
+            return TFServingPredictResponse(outputs={k: v.tolist() for k, v in chosen.items()})
+        per_instance = [{k: v[i].tolist() for k, v in chosen.items()} for i in range(len(probs))]
+        return TFServingPredictResponse(predictions=per_instance)
     rows = [[float(p) for p in row] for row in probs]
     return TFServingPredictResponse(**{key: rows})
 

@@ -238,6 +238,22 @@ def test_tf_serving_accepts_named_inputs_pixels_and_columnar_format(client, png)
     assert versioned.json()["outputs"][0] == pytest.approx(reference)
 
 
+def test_tf_serving_output_filter_returns_named_outputs_and_refuses_unknown_ones(client, png):
+    b64 = {"b64": base64.b64encode(png).decode()}
+    url = "/v1/models/bone-fracture:predict"
+    reference = client.post(url, json={"instances": [b64]}).json()["predictions"][0]
+
+    rows = client.post(url, json={"instances": [b64], "output_filter": ["probabilities"]})
+    columns = client.post(url, json={"inputs": [b64, b64], "output_filter": ["probabilities"]})
+    unknown = client.post(url, json={"instances": [b64], "output_filter": ["fracture_map"]})
+
+    assert rows.json()["predictions"] == [{"probabilities": pytest.approx(reference)}]
+    assert columns.json()["outputs"] == {"probabilities": [pytest.approx(reference)] * 2}
+    assert unknown.status_code == 400
+    assert "'fracture_map'" in unknown.json()["error"]["message"]
+    assert "probabilities" in unknown.json()["error"]["message"]
+
+
 def test_tf_serving_model_status(client):
     response = client.get("/v1/models/bone-fracture")
 
