@@ -26,7 +26,9 @@ def pyplot() -> Any:
     return plt
 
 
-def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+def compute_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
     """Accuracy, top-3 accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
     from sklearn.exceptions import UndefinedMetricWarning  # noqa: PLC0415
     from sklearn.metrics import (  # noqa: PLC0415
@@ -72,7 +74,7 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list
     }
 
 
-def format_metrics(metrics: dict) -> str:
+def format_metrics(metrics: dict[str, Any]) -> str:
     """A short table for the terminal."""
     lines = [
         f"samples {metrics['samples']}  accuracy {metrics['accuracy']:.3f}  "
@@ -87,7 +89,10 @@ def format_metrics(metrics: dict) -> str:
 
 
 def write_reports(
-    out_dir: Path, metrics: dict, classes: list[str], history: dict[str, list[float]] | None
+    out_dir: Path,
+    metrics: dict[str, Any],
+    classes: list[str],
+    history: dict[str, list[float]] | None,
 ) -> None:
     """``classification_report.json``, ``confusion_matrix.png`` and ``training_curves.png``."""
     plt = pyplot()
@@ -142,7 +147,7 @@ def _plot_history(plt: Any, history: dict[str, list[float]], path: Path) -> None
     plt.close(fig)
 
 
-def write_reports_atomically(target: Path, metrics: dict, classes: list[str]) -> None:
+def write_reports_atomically(target: Path, metrics: dict[str, Any], classes: list[str]) -> None:
     """Write the reports beside ``target``, then swap them in: a failure (full disk,
     Ctrl-C) leaves the previous reports, never a half-written mix, inside a version."""
     target = Path(target)
@@ -161,7 +166,7 @@ def write_reports_atomically(target: Path, metrics: dict, classes: list[str]) ->
 
 def evaluate_version(
     model_dir: Path, data_dir: Path, *, split: str = "auto", out_dir: Path | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Score an exported version (its SavedModel, as served) on a labelled folder.
 
     ``split``: ``test`` uses only images in test folders, ``all`` every image, ``auto`` the
