@@ -49,6 +49,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from modelio import contract  # noqa: E402
 from modelio.artifact import read_metadata  # noqa: E402
 from modelio.images import InputSpec, load_array  # noqa: E402
 
@@ -192,8 +193,8 @@ def main() -> None:
 
     print("\nint8 against float32 on radiographs not used for calibration")
     f_interp, q_interp = interpreter(float32, 2), interpreter(int8, 2)
-    f_probs = np.concatenate([run(f_interp, x[np.newaxis])["probabilities"] for x in check])
-    q_probs = np.concatenate([run(q_interp, x[np.newaxis])["probabilities"] for x in check])
+    f_probs = np.concatenate([run(f_interp, x[np.newaxis])[contract.PROBABILITIES] for x in check])
+    q_probs = np.concatenate([run(q_interp, x[np.newaxis])[contract.PROBABILITIES] for x in check])
     truth = np.array([classes.index(label) for label in labels])
     diff = np.abs(f_probs - q_probs)
     print(

@@ -28,6 +28,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from modelio import contract
 from trainer import data, evaluate, export
 from trainer.config import TrainConfig
 from trainer.crossval import grouped_folds
@@ -54,7 +55,7 @@ def run_tflite(content: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
     rows, seconds = [], []
     for i in range(len(images)):
         started = time.perf_counter()
-        rows.append(runner(images=images[i : i + 1])["probabilities"])
+        rows.append(runner(images=images[i : i + 1])[contract.PROBABILITIES])
         seconds.append(time.perf_counter() - started)
     return np.concatenate(rows), float(np.median(seconds))
 
