@@ -48,9 +48,10 @@ sys.path.insert(0, str(REPO))
 from modelio import contract  # noqa: E402
 from modelio.artifact import list_versions, read_metadata, version_dir  # noqa: E402
 from modelio.images import InputSpec, decode_image, to_array  # noqa: E402
+from modelio.locations import DEFAULT_MODEL_NAME  # noqa: E402
 
 REAL_DATA = REPO.parent / "shared/datasets/bone-break-classification"
-MODEL = "bone-fracture"
+MODEL = DEFAULT_MODEL_NAME
 CONCURRENCY = 8
 ROUNDS = 10  # bare and service alternate this many times (see bench_server)
 EXPLAIN = "/predict?explain=true"
