@@ -134,3 +134,25 @@ def test_the_summary_leads_with_the_finding_and_names_the_type_as_a_conditional(
     text = summary(result.fracture, result.label, result.confidence)
     assert text.startswith("No fracture seen (fracture probability 5%)")
     assert "if this is a fracture, its type is most likely Spiral Fracture (70%)" in text
+
+
+def test_a_chest_dicom_is_warned_as_a_body_part_the_model_never_learned() -> None:
+    from support.dicom_samples import pydicom_data_file
+
+    chest = pydicom_data_file("RG1_UNCR.dcm").read_bytes()
+    result = answer(StandIn(0.3, lower_left_map()), data=chest)
+    assert result.dicom is not None
+    assert result.dicom.body_part_examined == "CHEST"
+    codes = [w.code for w in result.warnings]
+    assert "unfamiliar_body_part" in codes
+    message = next(w.message for w in result.warnings if w.code == "unfamiliar_body_part")
+    assert "CHEST" in message
+
+
+def test_a_limb_dicom_is_not_warned_for_its_body_part() -> None:
+    from support.dicom_samples import pydicom_data_file, read, write
+
+    ds = read(pydicom_data_file("RG1_UNCR.dcm").read_bytes())
+    ds.BodyPartExamined = "HAND"
+    result = answer(StandIn(0.3, lower_left_map()), data=write(ds))
+    assert "unfamiliar_body_part" not in [w.code for w in result.warnings]
