@@ -242,8 +242,9 @@ class PredictionLog:
             first = self._queue.get(timeout=0.1 if self._stop.is_set() else 0.5)
         except queue.Empty:
             return []
-        if not self._stop.is_set():
-            # Let answers gather: one transaction (and one wake-up) for many answers.
+        if not self._stop.is_set() and self._queue.qsize() < BATCH_SIZE - 1:
+            # Let answers gather: one transaction (and one wake-up) for many answers;
+            # a backlog of a full batch is written at once.
             self._stop.wait(LINGER_S)
         batch = [first]
         while len(batch) < BATCH_SIZE:
