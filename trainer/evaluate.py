@@ -173,7 +173,7 @@ def evaluate_version(
     test folders when the data has any. Class folders are matched to the model's classes
     ignoring case; a class the model does not know is an error.
     """
-    from modelio import artifact  # noqa: PLC0415
+    from modelio import artifact, contract  # noqa: PLC0415
     from modelio.images import InputSpec  # noqa: PLC0415
     from trainer import data  # noqa: PLC0415
     from trainer.errors import TrainerError  # noqa: PLC0415
@@ -204,7 +204,7 @@ def evaluate_version(
     probabilities = np.concatenate(
         [
             signature(images=tf.constant(dataset.images[rows[start : start + 64]]))[
-                "probabilities"
+                contract.PROBABILITIES
             ].numpy()
             for start in range(0, len(rows), 64)
         ]
