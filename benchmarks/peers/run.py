@@ -34,8 +34,10 @@ file through ai-edge-litert here), a warm-up, then ``--requests`` requests at 1,
 32 concurrent clients (p50, p95, p99 and throughput), and the resident memory of all
 its processes (the sum of VmRSS over the process tree, and the proportional set size,
 PSS, which counts pages shared between forked workers once). Then it is stopped with
-its process group (SIGINT for LitServe, whose workers outlive a SIGTERM; SIGTERM
-otherwise), and any process of its tree still alive after 20 s is killed. The whole
+its process group (SIGINT for LitServe, whose workers outlive a SIGTERM, and for Ray
+Serve's driver, which shuts Serve and Ray down on it; SIGTERM otherwise), and any
+process of its tree still alive after 20 s is killed. Every loop is bounded: a
+request times out after 60 s, a row after ``--budget-s`` (300 s), a start after 240 s. The whole
 sequence runs ``--rounds`` times (default 2: in the given order, then reversed), and
 each figure is the best a server reached over the rounds: a shared machine only ever
 slows a measurement down, and a slow spell then hits different servers each round.
