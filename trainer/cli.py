@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or fracture/ and normal/) with a COCO file of fracture outlines beside them: adds "
         "the fracture detection and localisation heads (needs --recipe best)",
     )
+    train.add_argument(
+        "--feature-cache",
+        type=Path,
+        help="a folder that keeps the fracture data's backbone features between runs, named "
+        "by the images' fingerprint, backbone and taps (a second run skips the backbone pass)",
+    )
     train.add_argument("--tune", action="store_true", help="keras-tuner search first")
     train.add_argument("--max-trials", type=_positive, default=5)
 
@@ -169,6 +175,7 @@ def _config(args: argparse.Namespace, models: Path) -> Any:
         data_dir=args.data,
         models_dir=models,
         fracture_data=getattr(args, "fracture_data", None),
+        feature_cache=getattr(args, "feature_cache", None),
         seed=args.seed,
         verbose=0 if args.quiet else 1,
         **settings,

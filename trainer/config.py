@@ -39,6 +39,8 @@ class TrainConfig:
     data_description: str | None = None  # metadata's "trained_on"; default: data.describe
     # a detection folder (Fractured/ + Non_fractured/ and COCO outlines): the fracture heads
     fracture_data: Path | None = None
+    # keeps the detection set's backbone features between runs (they are the costly part)
+    feature_cache: Path | None = None
     verbose: int = 1
 
     @property

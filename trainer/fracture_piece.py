@@ -15,6 +15,7 @@ exported heads are then fitted on all of it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,55 @@ def detection_features(config: TrainConfig, hparams: Hyperparameters) -> Detecti
             "annotations/*.json there and one folder up): the localisation head learns "
             "where fractures are from their outlines"
         )
+    cached = None if config.feature_cache is None else _cache_file(config, hparams, dataset)
+    if cached is not None and cached.is_file():
+        with np.load(cached) as stored:
+            pooled, positions = stored["pooled"], stored["positions"]
+    else:
+        pooled, positions = _backbone_pass(config, hparams, dataset)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f".{cached.name}.partial.npz")
+            np.savez(partial, pooled=pooled, positions=positions)
+            partial.replace(cached)
+    outlines = load_outlines(coco, dataset.paths, positions.shape[1:3])
+    log(
+        config,
+        f"fracture data: {len(fractured)} images ({int(fractured.sum())} fractured, "
+        f"{int(outlines.outlined.sum())} outlined) through {config.backbone} in "
+        f"{time.monotonic() - started:.0f} s",
+    )
+    return DetectionFeatures(
+        dataset=dataset,
+        fractured=fractured,
+        pooled=pooled,
+        positions=positions,
+        coverage=outlines.coverage,
+        source=root.resolve().name,
+    )
+
+
+def _cache_file(config: TrainConfig, hparams: Hyperparameters, dataset: data.LoadedDataset) -> Path:
+    """Where ``--feature-cache`` keeps this detection set's features: named by everything
+    they depend on (the images' fingerprint, backbone, taps, mirror, input size)."""
+    key = "|".join(
+        [
+            dataset.fingerprint,
+            str(config.backbone),
+            ",".join(hparams.feature_taps),
+            str(hparams.feature_mirror),
+            f"{config.spec.height}x{config.spec.width}x{config.spec.channels}",
+            ",".join(MAP_TAPS),
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(str(config.feature_cache)) / f"detection-{digest}.npz"
+
+
+def _backbone_pass(
+    config: TrainConfig, hparams: Hyperparameters, dataset: data.LoadedDataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pooled (N, F), positions (N, h, w, C) float16)`` of every image, in batches."""
     taps = tuple(hparams.feature_taps)
     network = backbones.feature_maps(
         str(config.backbone),
@@ -102,22 +152,7 @@ def detection_features(config: TrainConfig, hparams: Hyperparameters) -> Detecti
         arrays = {tap: np.asarray(m, np.float32) for tap, m in maps.items()}
         pooled_parts.append(np.concatenate([arrays[t].mean(axis=(1, 2)) for t in POOLED_TAPS], 1))
         position_parts.append(position_features(arrays, MAP_TAPS).astype(np.float16))
-    positions = np.concatenate(position_parts)
-    outlines = load_outlines(coco, dataset.paths, positions.shape[1:3])
-    log(
-        config,
-        f"fracture data: {len(fractured)} images ({int(fractured.sum())} fractured, "
-        f"{int(outlines.outlined.sum())} outlined) through {config.backbone} in "
-        f"{time.monotonic() - started:.0f} s",
-    )
-    return DetectionFeatures(
-        dataset=dataset,
-        fractured=fractured,
-        pooled=np.concatenate(pooled_parts),
-        positions=positions,
-        coverage=outlines.coverage,
-        source=root.resolve().name,
-    )
+    return np.concatenate(pooled_parts), np.concatenate(position_parts)
 
 
 @dataclass(frozen=True)

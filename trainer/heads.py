@@ -128,8 +128,14 @@ def fit_linear_head(
         model = _logistic(c, seed).fit(z, labels)
     weights = np.zeros((features.shape[1], num_classes))
     bias = np.full(num_classes, -30.0)  # a class absent from training is never chosen
-    weights[:, model.classes_] = model.coef_.T
-    bias[model.classes_] = model.intercept_
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:
+        # two classes: scikit-learn keeps one row, the log-odds of its second class;
+        # as two softmax rows it is half of that each way (the same probabilities)
+        coef = np.concatenate([-coef / 2.0, coef / 2.0])
+        intercept = np.concatenate([-intercept / 2.0, intercept / 2.0])
+    weights[:, model.classes_] = coef.T
+    bias[model.classes_] = intercept
     return LinearHead(mean, scale, weights, bias, c)
 
 

@@ -111,3 +111,18 @@ def test_assemble_rebuilds_the_same_fracture_answers(
         == json.loads((fracture_version / "metadata.json").read_text())["fracture"]
     )
     assert metadata["assembled"]["reference_max_diff"] <= 1e-4
+
+
+def test_a_two_class_linear_head_separates_its_classes() -> None:
+    """scikit-learn answers two classes with one row of weights; copied into both softmax
+    rows, the two logits were equal and every answer 50/50 (the fracture detector's pooled
+    view was flat until this was found)."""
+    from trainer.heads import fit_linear_head
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    features = rng.normal(size=(80, 5)) + labels[:, None] * 1.5
+    head = fit_linear_head(features, labels, np.arange(80), 2, c_grid=(1.0,))
+    probabilities = head.probabilities(features)[:, 1]
+    assert auc(labels, probabilities) > 0.9
+    assert probabilities[labels == 1].mean() > 0.7 > 0.3 > probabilities[labels == 0].mean()
