@@ -193,6 +193,7 @@ class PredictionLog:
                 return False
             self._queued_bytes += len(entry.data)
             self._pending.add(entry.id)
+            self._lock.notify_all()  # wakes the writer when it is idle
         return True
 
     def wait_written(self, prediction_id: str, timeout: float) -> bool:
@@ -221,6 +222,8 @@ class PredictionLog:
         whatever could not be written by then is counted as dropped."""
         self._drain_deadline = time.monotonic() + drain_s
         self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
         if self._thread is not None:
             self._thread.join()
         leftovers = self._take_all()
@@ -238,8 +241,10 @@ class PredictionLog:
                 return
 
     def _take_batch(self) -> list[Entry]:
+        with self._lock:  # idle until an answer comes or the log closes: no polling
+            self._lock.wait_for(lambda: not self._queue.empty() or self._stop.is_set())
         try:
-            first = self._queue.get(timeout=0.1 if self._stop.is_set() else 0.5)
+            first = self._queue.get_nowait()
         except queue.Empty:
             return []
         if not self._stop.is_set() and self._queue.qsize() < BATCH_SIZE - 1:
