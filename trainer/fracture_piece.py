@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY
 from trainer import backbones, data
 from trainer.config import log
 from trainer.detection_data import find_coco, fractured_labels, load_outlines
@@ -241,7 +242,7 @@ def fit_fracture_piece(
         features.dataset.groups,
         seed=seed,
     )
-    block["outputs"] = {"probability": "fracture_probability", "map": "fracture_map"}
+    block["outputs"] = {"probability": FRACTURE_PROBABILITY, "map": FRACTURE_MAP}
     block["method"] = (
         "a per-position network (one hidden layer) on the tapped feature maps, trained on "
         "outlined cells, and a logistic regression on the pooled features, combined by a "

@@ -288,3 +288,102 @@ def test_a_model_that_cannot_explain_is_said_under_the_image_not_as_a_warning(
     assert "cannot show where it looked" not in " ".join(w.value for w in at.warning)
     [image] = at.get("image")
     assert "this model version cannot show where it looked" in image.proto.imgs[0].caption
+
+
+def test_the_finding_leads_the_type_follows_and_the_boxes_can_be_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: Callable[[Callable[[str], Reply]], str],
+    xray_bytes: tuple[str, bytes],
+) -> None:
+    name, data = xray_bytes
+    width, height = Image.open(io.BytesIO(data)).size
+
+    def reply(path: str) -> Reply:
+        if path.startswith("/predict"):
+            body = {
+                "model": "m",
+                "version": 1,
+                "summary": "Fracture likely ...",
+                "fracture": {
+                    "probability": 0.91,
+                    "finding": "fracture",
+                    "thresholds": {
+                        "rule_out": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.5},
+                        "rule_in": {"threshold": 0.8, "sensitivity": 0.6, "specificity": 0.95},
+                        "region_threshold": 0.3,
+                        "measured_on": "held-out folds",
+                    },
+                    "regions": [{"box": [0, 0, width / 2, height / 2], "score": 0.8}],
+                    "image_size": [width, height],
+                },
+                "label": "Spiral Fracture",
+                "confidence": 0.6,
+                "probabilities": [
+                    {"label": "Spiral Fracture", "probability": 0.6},
+                    {"label": "Other", "probability": 0.4},
+                ],
+                "warnings": [],
+            }
+        elif path.startswith("/classes"):
+            body = {"model": "m", "version": 1, "classes": ["Other", "Spiral Fracture"]}
+        else:
+            body = {"status": "ready", "model": "m", "version": 1}
+        return 200, "application/json", json.dumps(body).encode()
+
+    at = run_page(monkeypatch, scripted(reply))
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.main.header] == ["Fracture likely"]
+    assert [s.value for s in at.main.subheader] == ["Spiral Fracture"]
+    captions = [c.value for c in at.caption]
+    assert captions.index("Is a bone broken?") < captions.index(
+        "If this is a fracture, its type is most likely"
+    )
+    assert {m.label: m.value for m in at.metric}["Fracture probability"] == "91.0%"
+    [image] = at.get("image")
+    assert "1 fracture box (cyan)" in image.proto.imgs[0].caption
+
+    boxes = next(t for t in at.toggle if t.label == "Show fracture boxes")
+    boxes.set_value(False)
+    at.run()
+    [image] = at.get("image")
+    assert "fracture box" not in image.proto.imgs[0].caption
+
+
+def test_a_normal_radiograph_reads_no_fracture_seen_not_a_type(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: Callable[[Callable[[str], Reply]], str],
+    xray_bytes: tuple[str, bytes],
+) -> None:
+    name, data = xray_bytes
+
+    def reply(path: str) -> Reply:
+        if path.startswith("/predict"):
+            body = {
+                "model": "m",
+                "version": 1,
+                "fracture": {
+                    "probability": 0.04,
+                    "finding": "no_fracture",
+                    "thresholds": {},
+                    "regions": [],
+                    "image_size": [10, 10],
+                },
+                "label": "Spiral Fracture",
+                "confidence": 0.6,
+                "probabilities": [{"label": "Spiral Fracture", "probability": 1.0}],
+                "warnings": [],
+            }
+        elif path.startswith("/classes"):
+            body = {"model": "m", "version": 1, "classes": ["Spiral Fracture", "Other"]}
+        else:
+            body = {"status": "ready", "model": "m", "version": 1}
+        return 200, "application/json", json.dumps(body).encode()
+
+    at = run_page(monkeypatch, scripted(reply))
+    at.file_uploader[0].set_value((name, data, "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.main.header] == ["No fracture seen"]
+    assert "Spiral Fracture" not in [h.value for h in at.main.header]
