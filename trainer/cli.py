@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--per-class", type=_positive, default=150, help="images per class")
     synth.add_argument("--size", type=_positive, default=256, help="typical image side (px)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--detection",
+        action="store_true",
+        help="write Fractured/ and Non_fractured/ bones with the signs' outlines in a COCO "
+        "file (for --fracture-data) instead of the ten type folders",
+    )
 
     train = commands.add_parser("train", help="train and export the next model version")
     _add_training_flags(train)
@@ -183,10 +189,11 @@ def _config(args: argparse.Namespace, models: Path) -> Any:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from trainer.synth import write_dataset  # noqa: PLC0415
+    from trainer.synth import write_dataset, write_detection_dataset  # noqa: PLC0415
 
+    write = write_detection_dataset if args.detection else write_dataset
     try:
-        summary = write_dataset(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
+        summary = write(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
     except ValueError as exc:
         raise TrainerError(str(exc)) from exc
     print(f"wrote synthetic dataset to {args.out}: {json.dumps(summary)}")

@@ -709,7 +709,12 @@ def write_detection_dataset(
                     x0, y0 = float(xs.min()), float(ys.min())
                     x1, y1 = float(xs.max() + 1), float(ys.max() + 1)
                     coco["images"].append(
-                        {"id": image_id, "file_name": path.name, "width": size, "height": size}
+                        {
+                            "id": image_id,
+                            "file_name": path.name,
+                            "width": image.width,
+                            "height": image.height,
+                        }
                     )
                     coco["annotations"].append(
                         {
