@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m service",
         description="Serve the bone-fracture classifier over HTTP. Other settings come "
         "from BONEFRAC_* environment variables (see docs/service.md).",
+        epilog="Records database commands: python -m service migrate | purge-images "
+        "[--days N] (see docs/records.md).",
     )
     parser.add_argument("--host", default=settings.host, help="default: %(default)s")
     parser.add_argument("--port", type=int, default=settings.port, help="default: %(default)s")
