@@ -236,7 +236,12 @@ class PredictionLog:
         while True:
             batch = self._take_batch()
             if batch:
-                self._write_until_done(batch)
+                try:
+                    self._write_until_done(batch)
+                except Exception:  # a bug must not stop the thread: later answers still count
+                    log.exception("prediction log: %d answer(s) could not be recorded", len(batch))
+                    self._finish(batch)
+                    self._dropped("rejected", len(batch))
             elif self._stop.is_set():
                 return
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+import pytest
 from images import jpeg, png
 from sqlalchemy import select
 
@@ -143,3 +144,29 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_an_answer_that_cannot_be_recorded_stops_nothing(
+    start_app: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in turning one answer into a row drops that answer (counted) and the log
+    goes on recording the next ones."""
+    import service.records.log as log_module
+
+    client = start_app()
+    records = client.app.state.records
+    original = log_module.to_row
+    calls = iter([True, False])
+    monkeypatch.setattr(
+        log_module,
+        "to_row",
+        lambda entry: original(entry) if not next(calls, False) else 1 / 0,
+    )
+    first = client.post("/predict", files={"file": ("a.png", png(50), "image/png")})
+    assert first.status_code == 200
+    assert records.log.flush(timeout=30)
+    client.post("/predict", files={"file": ("b.png", png(60), "image/png")})
+    assert records.log.flush(timeout=30)
+    assert count_rows(records.engine)[0] == 1
+    metrics = client.get("/metrics").text
+    assert 'bonefrac_prediction_log_dropped_total{reason="rejected"} 1.0' in metrics
