@@ -137,3 +137,22 @@ def test_a_real_radiograph_is_kept_decodable(start_app: Callable) -> None:
     assert decode(image.data).image.size == decode(upload).image.size
     text = image.data.decode("latin-1")
     assert not any(secret in text for secret in PHI_STRINGS)
+
+
+def test_an_export_inside_a_base_dataset_adds_to_its_classes(
+    start_app: Callable, tmp_path: Path
+) -> None:
+    """Exported into a copy of a Kaggle-layout dataset, the reviewed images join the
+    classes of the same name (``trainer train --data`` on the copy learns from both)."""
+    base = tmp_path / "base"
+    for name in ("Avulsion fracture", "Spiral Fracture"):
+        (base / name / "Train").mkdir(parents=True)
+        (base / name / "Train" / "web.jpg").write_bytes(jpeg(128))
+    client = start_app(store_images=True)
+    answer = _answer(client, "a.png", png(BRIGHT))
+    _review(client, answer, finding="fracture", fracture_type="Spiral Fracture")
+    export_reviewed(base / "reviewed", client.app.state.records.url)
+    index = discover(base)
+    assert index.classes == ["Avulsion fracture", "Spiral Fracture"]
+    spiral = [s.path.name for s in index.samples if s.class_name == "Spiral Fracture"]
+    assert len(spiral) == 2
