@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from images import png
 from prometheus_client.parser import text_string_to_metric_families
+from support.records_standins import png
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "bonefrac.json"
 METRIC = re.compile(r"\b(bonefrac_[a-z0-9_]+)")

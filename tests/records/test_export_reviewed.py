@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from images import jpeg, png
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support.dicom_samples import PHI_STRINGS, image_dataset, read, rg3, with_phi, write
+from support.records_standins import jpeg, png
 
 from service.records.tables import ImageRow, PredictionRow
 from trainer.cli import main as trainer_main

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from images import png
-from postgres import PostgresServer
+from support.postgres import PostgresServer
+from support.records_standins import png
 
 from service.records.reviews import count_rows
 

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import requests
 import uvicorn
-from conftest import stand_in_model
-from images import png
 from streamlit.testing.v1 import AppTest
 from support.loopback import free_port
+from support.records_standins import png, stand_in_model
 
 from service.app import create_app
 from ui.review import RECENT

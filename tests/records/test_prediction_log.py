@@ -6,8 +6,8 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from images import jpeg, png
 from sqlalchemy import select
+from support.records_standins import jpeg, png
 
 from service.records.reviews import count_rows
 from service.records.tables import ImageRow, PredictionRow

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from images import png
+from support.records_standins import png
 
 from service.records.reviews import count_rows
 

@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from images import png
+from support.records_standins import png
 
 from service.records import cli
 from service.records.db import alembic_config, current_revision, make_engine, migrate, resolve_url

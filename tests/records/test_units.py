@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from images import jpeg, png
+from support.records_standins import jpeg, png
 
 from service.records.log import image_kind
 from service.records.reviews import agreement

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from support.loopback import free_port
 
 SEARCH = ("/usr/lib/postgresql",)
