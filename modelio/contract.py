@@ -189,6 +189,15 @@ class FractureRules:
             )
         except (KeyError, TypeError, ValueError):
             return None
+        numbers = (
+            rules.rule_out.sensitivity,
+            rules.rule_out.specificity,
+            rules.rule_in.sensitivity,
+            rules.rule_in.specificity,
+            rules.region_threshold,
+        )
+        if not all(0.0 <= n <= 1.0 for n in numbers):  # NaN fails too
+            return None
         if not 0.0 <= rules.rule_out.threshold <= rules.rule_in.threshold <= 1.0:
             return None
         return rules
@@ -237,8 +246,18 @@ TRAINED_BODY_PARTS: Final = frozenset(
 )
 
 
+#: Words a Body Part Examined may carry beside the part itself.
+_SIDE_WORDS = frozenset({"L", "R", "LEFT", "RIGHT", "LT", "RT", "BILATERAL", "BOTH"})
+
+
 def is_trained_body_part(body_part: str | None) -> bool:
-    """False only when a header names a part outside :data:`TRAINED_BODY_PARTS`."""
+    """False only when a header names a part outside :data:`TRAINED_BODY_PARTS` (sides
+    and plurals ignored: ``LEFT KNEE``, ``FINGERS``)."""
     if not body_part:
         return True
-    return "".join(ch for ch in body_part.upper() if ch.isalpha()) in TRAINED_BODY_PARTS
+    letters = "".join(c if c.isalpha() else " " for c in body_part.upper())
+    words = [w for w in letters.split() if w not in _SIDE_WORDS]
+    if not words:
+        return True
+    joined = "".join(words)
+    return joined in TRAINED_BODY_PARTS or joined.removesuffix("S") in TRAINED_BODY_PARTS

@@ -26,11 +26,12 @@ class FractureRegion:
 
 @dataclass(frozen=True)
 class FractureAnswer:
-    probability: float | None  # None only for a non-finite output (then "uncertain")
+    probability: float | None  # None only for an output that is no probability
     finding: Finding
     rules: FractureRules
     regions: tuple[FractureRegion, ...]
     image_size: tuple[int, int]  # (width, height) as shown: the boxes' frame
+    caveat: str | None = None  # why the finding was held at "uncertain"
 
 
 def read_fracture(
@@ -38,24 +39,37 @@ def read_fracture(
     fracture_map: np.ndarray | None,
     rules: FractureRules,
     size: tuple[int, int],
+    caveat: str | None = None,
 ) -> FractureAnswer:
     """The finding for ``probability`` and, unless it is ``no_fracture``, the map's
-    regions as boxes in pixels of the image as shown (``size = (width, height)``)."""
+    regions as boxes in pixels of the image as shown (``size = (width, height)``).
+
+    With a ``caveat`` (the image is not one the model can judge: unfamiliar, coloured, a
+    body part it never learned), a finding is never "no fracture seen": it is held at
+    ``uncertain``, whatever the probability, because a reassuring answer is the
+    dangerous one there. An output that is no probability (NaN, outside 0..1) gives
+    ``uncertain`` with no probability and no box; a foreign map shape gives no box.
+    """
     value = float(probability)
-    finding = rules.finding(value) if np.isfinite(value) else "uncertain"
+    valid = bool(np.isfinite(value)) and 0.0 <= value <= 1.0
+    seen: Finding = rules.finding(value) if valid else "uncertain"
+    finding: Finding = "uncertain" if caveat is not None and seen == "no_fracture" else seen
     regions: tuple[FractureRegion, ...] = ()
-    if finding != "no_fracture" and fracture_map is not None:
-        grid = (int(fracture_map.shape[0]), int(fracture_map.shape[1]))
+    usable_map = fracture_map is not None and fracture_map.ndim == 2
+    if valid and seen != "no_fracture" and usable_map:
+        cells = np.clip(np.asarray(fracture_map, np.float64), 0.0, 1.0)
+        grid = (int(cells.shape[0]), int(cells.shape[1]))
         regions = tuple(
             FractureRegion(box=tuple(r.box(grid, size)), score=round(r.score, 4))  # type: ignore[arg-type]
-            for r in find_regions(fracture_map, rules.region_threshold)
+            for r in find_regions(cells, rules.region_threshold)
         )
     return FractureAnswer(
-        probability=round(value, 4) if np.isfinite(value) else None,
+        probability=round(value, 4) if valid else None,
         finding=finding,
         rules=rules,
         regions=regions,
         image_size=size,
+        caveat=caveat,
     )
 
 
@@ -69,4 +83,5 @@ def summary(answer: FractureAnswer | None, label: str, confidence: float) -> str
         where = f", {len(answer.regions)} region{'s' if len(answer.regions) > 1 else ''} marked"
     chance = "" if answer.probability is None else f"fracture probability {answer.probability:.0%}"
     detail = f" ({chance}{where})" if chance or where else ""
-    return f"{FINDING_HEADLINES[answer.finding]}{detail}; {kind}."
+    caveat = f" {answer.caveat}" if answer.caveat else ""
+    return f"{FINDING_HEADLINES[answer.finding]}{detail};{caveat} {kind}."

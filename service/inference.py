@@ -212,15 +212,30 @@ def classify(
         )
         class_maps = None if maps is None else next(maps)  # kept in step with the items
         fracture_map = None if fracture_maps is None else next(fracture_maps)
-        if fracture_probabilities is not None and rules is not None:
-            answer = read_fracture(next(fracture_probabilities), fracture_map, rules, item.size)
-            ranked = replace(ranked, fracture=answer)
         if item.dicom is not None and not is_trained_body_part(item.dicom.body_part_examined):
             ranked = replace(ranked, warnings=(*ranked.warnings, body_part_warning(item.dicom)))
+        if fracture_probabilities is not None and rules is not None:
+            caveat = fracture_caveat(ranked.warnings)
+            answer = read_fracture(
+                next(fracture_probabilities), fracture_map, rules, item.size, caveat
+            )
+            ranked = replace(ranked, fracture=answer)
         if explain:
             ranked = explained(ranked, class_maps, model.classes, item.size, fracture_map)
         results.append(ranked)
     return results
+
+
+#: Warnings that say the model cannot judge the image; with any of them a finding is
+#: never "no fracture seen" (:func:`service.fracture.read_fracture`).
+NOT_ASSESSABLE = ("unfamiliar_body_part", "unfamiliar_image", "not_radiograph")
+
+
+def fracture_caveat(warnings: tuple[PredictionWarning, ...]) -> str | None:
+    """Why the finding is held at "uncertain", or None."""
+    if {w.code for w in warnings}.isdisjoint(NOT_ASSESSABLE):
+        return None
+    return "the model cannot judge this image (see the warnings), so it rules nothing out;"
 
 
 def body_part_warning(dicom: DicomFacts) -> PredictionWarning:

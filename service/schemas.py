@@ -8,6 +8,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
+from modelio.contract import Finding
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable reason, e.g. 'unsupported_media_type'")
@@ -126,7 +128,7 @@ class FractureBlock(BaseModel):
     probability: float | None = Field(
         ge=0.0, le=1.0, description="Probability that the radiograph shows a fracture"
     )
-    finding: Literal["fracture", "no_fracture", "uncertain"] = Field(
+    finding: Finding = Field(
         description="'fracture' at or above rule_in, 'no_fracture' below rule_out, "
         "'uncertain' between them"
     )

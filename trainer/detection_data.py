@@ -96,8 +96,36 @@ class Outlines:
     boxes: list[list[tuple[float, float, float, float]]]  # per image, relative x0 y0 x1 y1
 
 
-def load_outlines(coco_file: Path, paths: list[str], grid: tuple[int, int]) -> Outlines:
-    """Rasterise the COCO polygons of every image in ``paths`` (matched by file name)."""
+#: EXIF orientation -> the transpose that shows the image upright (as Pillow's
+#: ``ImageOps.exif_transpose`` does): the outlines are in the stored frame, the images
+#: the model learns from are upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(path: Path) -> int:
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(0x0112, 1))
+    except (OSError, ValueError):
+        return 1
+
+
+def load_outlines(
+    coco_file: Path, paths: list[str], grid: tuple[int, int], root: Path | None = None
+) -> Outlines:
+    """Rasterise the COCO polygons of every image in ``paths`` (matched by file name).
+
+    With ``root`` (the folder ``paths`` are relative to), an image stored rotated (EXIF
+    orientation) has its outlines turned upright with it, as the decoder turns the image.
+    """
     try:
         coco = json.loads(Path(coco_file).read_text(encoding="utf-8"))
         images = {int(i["id"]): i for i in coco["images"]}
@@ -141,6 +169,9 @@ def load_outlines(coco_file: Path, paths: list[str], grid: tuple[int, int]) -> O
                         float(ys.max() / size[1]),
                     )
                 )
+            turn = _UPRIGHT.get(_orientation(Path(root) / path)) if root is not None else None
+            if turn is not None:
+                canvas = canvas.transpose(turn)
             small = canvas.resize((width, height), Image.Resampling.BOX)
             coverage[row] = np.asarray(small, np.float32) / 255.0
             outlined[row] = True

@@ -32,12 +32,30 @@ def test_rules_come_from_metadata_and_bad_rules_are_none() -> None:
     swapped = {**RULES, "rule_out": RULES["rule_in"], "rule_in": RULES["rule_out"]}
     assert contract.FractureRules.from_metadata({"fracture": swapped}) is None
     assert contract.FractureRules.from_metadata({"fracture": {"rule_out": {}}}) is None
+    for bad in (float("nan"), 1.5, -0.2):
+        broken = {**RULES, "region_threshold": bad}
+        assert contract.FractureRules.from_metadata({"fracture": broken}) is None
+        point = {**RULES["rule_in"], "specificity": bad}
+        assert (
+            contract.FractureRules.from_metadata({"fracture": {**RULES, "rule_in": point}}) is None
+        )
 
 
 def test_a_chest_is_not_a_trained_body_part_but_a_limb_or_nothing_is() -> None:
     assert not contract.is_trained_body_part("CHEST")
     assert not contract.is_trained_body_part("SKULL")
-    for part in ("HAND", "Lower Extremity", "KNEE", "SHOULDER", "EXTREMITY", None, ""):
+    for part in (
+        "HAND",
+        "Lower Extremity",
+        "KNEE",
+        "SHOULDER",
+        "EXTREMITY",
+        "FINGERS",
+        "LEFT KNEE",
+        "R HAND",
+        None,
+        "",
+    ):
         assert contract.is_trained_body_part(part), part
 
 

@@ -136,11 +136,14 @@ def test_the_summary_leads_with_the_finding_and_names_the_type_as_a_conditional(
     assert "if this is a fracture, its type is most likely Spiral Fracture (70%)" in text
 
 
-def test_a_chest_dicom_is_warned_as_a_body_part_the_model_never_learned() -> None:
+def test_a_chest_dicom_is_warned_and_never_reads_no_fracture_seen() -> None:
     from support.dicom_samples import pydicom_data_file
 
     chest = pydicom_data_file("RG1_UNCR.dcm").read_bytes()
-    result = answer(StandIn(0.3, lower_left_map()), data=chest)
+    result = answer(StandIn(0.05, lower_left_map()), data=chest)
+    assert result.fracture is not None
+    assert result.fracture.finding == "uncertain"  # 0.05 alone would be no_fracture
+    assert "rules nothing out" in summary(result.fracture, result.label, result.confidence)
     assert result.dicom is not None
     assert result.dicom.body_part_examined == "CHEST"
     codes = [w.code for w in result.warnings]
@@ -156,3 +159,26 @@ def test_a_limb_dicom_is_not_warned_for_its_body_part() -> None:
     ds.BodyPartExamined = "HAND"
     result = answer(StandIn(0.3, lower_left_map()), data=write(ds))
     assert "unfamiliar_body_part" not in [w.code for w in result.warnings]
+
+
+@pytest.mark.parametrize("probability", [float("nan"), 1.5, -0.1])
+def test_an_output_that_is_no_probability_is_uncertain_without_boxes(probability: float) -> None:
+    result = answer(StandIn(probability, lower_left_map()))
+    assert result.fracture is not None
+    assert result.fracture.finding == "uncertain"
+    assert result.fracture.probability is None
+    assert result.fracture.regions == ()
+
+
+def test_a_foreign_map_shape_gives_no_box_and_no_error() -> None:
+    result = answer(StandIn(0.9, np.full(22, 0.9, np.float32)))
+    assert result.fracture is not None
+    assert result.fracture.finding == "fracture"
+    assert result.fracture.regions == ()
+
+
+def test_map_values_above_one_are_clipped_to_a_probability() -> None:
+    hot = lower_left_map() * 3.0
+    result = answer(StandIn(0.9, hot))
+    assert result.fracture is not None
+    assert [r.score for r in result.fracture.regions] == [1.0]
