@@ -386,4 +386,6 @@ def test_a_normal_radiograph_reads_no_fracture_seen_not_a_type(
     at.run()
     assert not at.exception, at.exception
     assert [h.value for h in at.main.header] == ["No fracture seen"]
-    assert "Spiral Fracture" not in [h.value for h in at.main.header]
+    # the type is still there, but only as the answer to "if this is a fracture"
+    assert [s.value for s in at.main.subheader] == ["Spiral Fracture"]
+    assert "If this is a fracture, its type is most likely" in [c.value for c in at.caption]
