@@ -41,3 +41,23 @@ def test_nested_operating_points_are_measured_on_folds_they_were_not_chosen_on()
     assert 0.85 < nested["rule_out"]["sensitivity"] < 1.0
     assert 0.85 < nested["rule_in"]["specificity"] < 1.0
     assert nested["rule_out"]["specificity"] < nested["rule_in"]["specificity"]
+
+
+def test_the_ood_threshold_keeps_each_datasets_held_out_share_near_the_target() -> None:
+    """One quantile over the union let the larger dataset set the threshold and flagged
+    16-21% of the smaller one's radiographs; per-source quantiles keep both near 5%."""
+    from trainer.heads import fit_ood
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(0.0, 1.0, (600, 12))
+    small = rng.normal(0.0, 1.0, (150, 12)) * 1.6 + 0.8  # a wider, shifted dataset
+    features = np.concatenate([big, small])
+    groups = np.arange(len(features))
+    sources = np.repeat([0, 1], [600, 150])
+    union = fit_ood(features, groups, 0)
+    per_source = fit_ood(features, groups, 0, sources)
+    fresh_small = rng.normal(0.0, 1.0, (2000, 12)) * 1.6 + 0.8
+    flagged_union = np.mean(union.distances(fresh_small) > union.threshold)
+    flagged = np.mean(per_source.distances(fresh_small) > per_source.threshold)
+    assert flagged_union > 0.15
+    assert flagged < 0.1

@@ -383,13 +383,16 @@ def fit_ood_piece(frozen: FrozenFeatures) -> FittedPiece:
 
     train, val = frozen.split.train, frozen.split.val
     features, groups = frozen.features[train], frozen.dataset.groups[train]
+    sources = None
     if frozen.detection is not None:
         # the radiographs of both datasets: intact bones are radiographs like any other,
-        # and a model warned on 12% of them when it knew only the fracture-type images
+        # and a model warned on 12% of them when it knew only the fracture-type images;
+        # the threshold keeps each dataset's held-out share flagged at the target
         detection = frozen.detection
         features = np.concatenate([features, detection.pooled])
         groups = np.concatenate([groups, detection.dataset.groups + int(groups.max()) + 1])
-    ood = fit_ood(features, groups, frozen.config.seed)
+        sources = np.repeat([0, 1], [len(train), len(detection.pooled)])
+    ood = fit_ood(features, groups, frozen.config.seed, sources)
     val_flagged = float(np.mean(ood.distances(frozen.features[val]) > ood.threshold))
     section = {
         "output": contract.OOD_SCORE,
@@ -397,7 +400,12 @@ def fit_ood_piece(frozen: FrozenFeatures) -> FittedPiece:
         "method": "Mahalanobis distance of the backbone features in their top "
         f"{ood.components.shape[1]} principal components plus the residual, over a "
         f"threshold: the {OOD_QUANTILE:.0%} quantile of held-out training radiographs "
-        "(grouped inner folds)",
+        "(grouped inner folds)"
+        + (
+            ", the larger of the two datasets' own quantiles (type and fracture data)"
+            if sources is not None
+            else ""
+        ),
         "threshold": round(float(ood.threshold), 6),
         "validation_flagged": round(val_flagged, 4),
     }
