@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from modelio import artifact, contract
+from modelio import artifact, contract, integrity
 from modelio.images import PREPROCESSING_DESCRIPTION, InputSpec
 from trainer.errors import TrainerError
 from trainer.predict import named_outputs
@@ -223,6 +223,7 @@ def export_version(
             "libraries": library_versions(),
             **metadata,
         }
+        document[integrity.INTEGRITY_KEY] = integrity.integrity_record(staging, document)
         return _publish(staging, model_root, document)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

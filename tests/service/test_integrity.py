@@ -96,3 +96,11 @@ def test_a_version_without_a_record_is_served_as_before(serve, models_copy):
 
     assert verify_integrity(_version(models_copy, 1), metadata) is False
     assert serve(models_copy).get("/readyz").status_code == 200
+
+
+def test_the_exporter_writes_a_record_the_service_verifies(tiny_models_dir):
+    version = _version(tiny_models_dir, 1)
+    metadata = json.loads((version / "metadata.json").read_text())
+
+    assert set(metadata[INTEGRITY_KEY]["files"]) >= {"model.tflite", "saved_model.pb"}
+    assert verify_integrity(version, metadata) is True
