@@ -95,6 +95,22 @@ def real_dataset() -> Path:
     return REAL_DATA
 
 
+#: FracAtlas (fractured and intact bones with outlines): ``BONEFRAC_TEST_FRACATLAS`` when
+#: set, else the shared folder beside the checkout.
+FRACATLAS = Path(
+    os.environ.get("BONEFRAC_TEST_FRACATLAS", "").strip()
+    or REPO.parent / "shared/datasets/fracatlas"
+)
+
+
+@pytest.fixture(scope="session")
+def fracatlas() -> Path:
+    """The developers' part of FracAtlas, when the shared folder is present."""
+    if not (FRACATLAS / "images").is_dir():
+        pytest.skip(f"FracAtlas not present at {FRACATLAS} (set BONEFRAC_TEST_FRACATLAS)")
+    return FRACATLAS
+
+
 #: The drawn stand-in's class when the real dataset is absent.
 RADIOGRAPH_CLASS = "Oblique fracture"
 

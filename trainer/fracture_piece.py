@@ -113,7 +113,7 @@ def detection_features(config: TrainConfig, hparams: Hyperparameters) -> Detecti
         pooled=pooled,
         positions=positions,
         coverage=outlines.coverage,
-        source=root.resolve().name,
+        source=folder_name(root),
     )
 
 
@@ -155,6 +155,13 @@ def _backbone_pass(
         pooled_parts.append(np.concatenate([arrays[t].mean(axis=(1, 2)) for t in POOLED_TAPS], 1))
         position_parts.append(position_features(arrays, MAP_TAPS).astype(np.float16))
     return np.concatenate(pooled_parts), np.concatenate(position_parts)
+
+
+def folder_name(root: Path) -> str:
+    """The data folder's name for metadata; a generic ``images`` folder (FracAtlas's)
+    with its parent, so the name still says which dataset it was."""
+    resolved = root.resolve()
+    return f"{resolved.parent.name}/{resolved.name}" if resolved.name == "images" else resolved.name
 
 
 @dataclass(frozen=True)

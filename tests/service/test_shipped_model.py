@@ -60,16 +60,17 @@ def test_the_assembled_model_declares_its_outputs_by_the_contract(
     version = shipped_models_dir / "bone-fracture" / "1"
     metadata = json.loads((version / "metadata.json").read_text(encoding="utf-8"))
     classes = len(metadata["classes"])
-    assert contract.output_names(metadata) == (
-        contract.PROBABILITIES,
-        contract.OOD_SCORE,
-        contract.CLASS_MAPS,
-    )
+    assert contract.output_names(metadata) == contract.OUTPUT_NAMES
     shapes = {o["name"]: o["shape"] for o in metadata["outputs"]}
     assert shapes[contract.PROBABILITIES] == ["batch", classes]
     assert shapes[contract.OOD_SCORE] == ["batch"]
     side = metadata["input"]["height"] // 16  # stride 16 at the finest tap (stage 4)
     assert shapes[contract.CLASS_MAPS] == ["batch", side, side, classes]
+    assert shapes[contract.FRACTURE_PROBABILITY] == ["batch"]
+    assert shapes[contract.FRACTURE_MAP] == ["batch", side, side]
+    rules = contract.FractureRules.from_metadata(metadata)
+    assert rules is not None
+    assert "cross-validation" in rules.measured_on
     assert {o["dtype"] for o in metadata["outputs"]} == {"float32"}
 
 
@@ -115,3 +116,36 @@ def test_real_radiographs_are_rarely_warned(
     flagged = [path.name for path in files if warned(client, path.read_bytes())]
 
     assert len(flagged) <= 0.05 * len(files), flagged
+
+
+def test_the_shipped_model_says_whether_a_bone_is_broken_and_where(
+    serve: Callable, shipped_models_dir: Path, fracatlas: Path
+) -> None:
+    """Intact bones mostly read "no fracture seen" and fractured ones mostly do not, and
+    boxes come only with a possible fracture, in the image's own pixels.
+
+    These FracAtlas images are among the model's training images (the shared part of
+    FracAtlas, every 40th file): a behavioural check that the heads are wired to the
+    answer, not an accuracy figure (those come from grouped cross-validation,
+    ``experiments/fracture_cv.py``)."""
+    client = serve(shipped_models_dir)
+    findings: dict[str, list[str]] = {"Fractured": [], "Non_fractured": []}
+    for folder, found in findings.items():
+        for path in sorted((fracatlas / "images" / folder).glob("*.jpg"))[::40]:
+            response = client.post("/predict", files={"file": (path.name, path.read_bytes())})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            fracture = body["fracture"]
+            found.append(fracture["finding"])
+            width, height = Image.open(path).size
+            assert fracture["image_size"] == [width, height]
+            if fracture["finding"] == "no_fracture":
+                assert fracture["regions"] == []
+                assert body["summary"].startswith("No fracture seen")
+            for region in fracture["regions"]:
+                x0, y0, x1, y1 = region["box"]
+                assert 0 <= x0 < x1 <= width
+                assert 0 <= y0 < y1 <= height
+    intact, broken = findings["Non_fractured"], findings["Fractured"]
+    assert intact.count("no_fracture") > 0.5 * len(intact), intact
+    assert broken.count("no_fracture") < 0.2 * len(broken), broken

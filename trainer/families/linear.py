@@ -38,6 +38,7 @@ from trainer.fracture_piece import (
     check_taps,
     detection_features,
     fit_fracture_piece,
+    folder_name,
 )
 from trainer.heads import OOD_QUANTILE, LinearHead, OodModel
 from trainer.model import Hyperparameters
@@ -519,7 +520,7 @@ class LinearFamily:
             "regularisation": "C of a logistic regression, by grouped inner 4-fold CV",
             "class_balancing": "class_weight='balanced'",
             **(
-                {"fracture_data": Path(config.fracture_data).resolve().name}
+                {"fracture_data": folder_name(Path(config.fracture_data))}
                 if config.fracture_data is not None
                 else {}
             ),
