@@ -10,7 +10,10 @@ from support.records_standins import png
 
 from service.records.reviews import count_rows
 
-BRIGHT, DARK = 230, 20  # the stand-in answers "fracture" and "no_fracture"
+#: The stand-in answers "fracture" and "no_fracture" (50 is dark, but not so dark that
+#: the image is unfamiliar: then no finding is "no_fracture", and a review neither agrees
+#: nor disagrees with it).
+BRIGHT, DARK = 230, 50
 
 
 def _answer(client: Any, level: int = BRIGHT) -> dict[str, Any]:
