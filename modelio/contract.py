@@ -27,6 +27,10 @@ OUTPUT_NAMES: Final = (PROBABILITIES, OOD_SCORE, CLASS_MAPS, FRACTURE_PROBABILIT
 
 #: An ``ood_score`` above this is an ``unfamiliar_image`` warning (a NaN counts as above).
 OOD_WARN_ABOVE: Final = 1.0
+#: A model input whose gray levels spread less than this (standard deviation, 0..255) is
+#: a ``blank_image``: nothing to judge. The OOD model alone let pure black and white
+#: frames pass once it learned from two datasets' radiographs.
+BLANK_CONTRAST: Final = 2.0
 
 #: The three answers to "is a bone broken?".
 Finding = Literal["fracture", "no_fracture", "uncertain"]

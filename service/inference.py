@@ -212,6 +212,9 @@ def classify(
         )
         class_maps = None if maps is None else next(maps)  # kept in step with the items
         fracture_map = None if fracture_maps is None else next(fracture_maps)
+        contrast = float(np.std(item.pixels))
+        if contrast < contract.BLANK_CONTRAST:
+            ranked = replace(ranked, warnings=(*ranked.warnings, blank_warning(contrast)))
         if item.dicom is not None and not is_trained_body_part(item.dicom.body_part_examined):
             ranked = replace(ranked, warnings=(*ranked.warnings, body_part_warning(item.dicom)))
         if fracture_probabilities is not None and rules is not None:
@@ -228,7 +231,16 @@ def classify(
 
 #: Warnings that say the model cannot judge the image; with any of them a finding is
 #: never "no fracture seen" (:func:`service.fracture.read_fracture`).
-NOT_ASSESSABLE = ("unfamiliar_body_part", "unfamiliar_image", "not_radiograph")
+NOT_ASSESSABLE = ("unfamiliar_body_part", "unfamiliar_image", "not_radiograph", "blank_image")
+
+
+def blank_warning(contrast: float) -> PredictionWarning:
+    """The image is (nearly) one gray level: there is no radiograph in it to judge."""
+    return PredictionWarning(
+        "blank_image",
+        f"The image is (nearly) uniform (its gray levels spread by {contrast:.1f}); there is "
+        "no radiograph in it to judge, and the answer is meaningless.",
+    )
 
 
 def fracture_caveat(warnings: tuple[PredictionWarning, ...]) -> str | None:

@@ -34,6 +34,7 @@ class PredictionWarning(BaseModel):
         "not_radiograph",
         "unfamiliar_image",
         "unfamiliar_body_part",
+        "blank_image",
         "multi_frame",
         "no_explanation",
     ]

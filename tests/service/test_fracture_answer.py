@@ -72,7 +72,8 @@ def loaded(predictor: StandIn, *, rules: bool = True) -> LoadedModel:
 
 def png(width: int = 400, height: int = 300) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.full((height, width), 120, np.uint8), "L").save(buffer, "PNG")
+    ramp = np.linspace(40, 200, width, dtype=np.float32)[None, :].repeat(height, axis=0)
+    Image.fromarray(ramp.astype(np.uint8), "L").save(buffer, "PNG")  # not blank
     return buffer.getvalue()
 
 
@@ -182,3 +183,12 @@ def test_map_values_above_one_are_clipped_to_a_probability() -> None:
     result = answer(StandIn(0.9, hot))
     assert result.fracture is not None
     assert [r.score for r in result.fracture.regions] == [1.0]
+
+
+def test_a_blank_image_is_warned_and_never_reads_no_fracture_seen() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((300, 400), 120, np.uint8), "L").save(buffer, "PNG")
+    result = answer(StandIn(0.05, lower_left_map()), data=buffer.getvalue())
+    assert "blank_image" in [w.code for w in result.warnings]
+    assert result.fracture is not None
+    assert result.fracture.finding == "uncertain"

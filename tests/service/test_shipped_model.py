@@ -28,13 +28,15 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def warned(client, data: bytes) -> bool:
+    """The answer warns that the image is not one the model can judge: unlike its
+    radiographs (``ood_score`` above 1) or blank."""
     response = client.post("/predict", files={"file": ("x.png", data, "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["ood_score"] is not None
     codes = {w["code"] for w in body["warnings"]}
     assert ("unfamiliar_image" in codes) == (body["ood_score"] > 1.0)
-    return "unfamiliar_image" in codes
+    return bool(codes & {"unfamiliar_image", "blank_image"})
 
 
 def test_the_shipped_model_says_what_it_was_trained_on(
@@ -133,6 +135,9 @@ def test_the_shipped_model_says_whether_a_bone_is_broken_and_where(
     for folder, found in findings.items():
         for path in sorted((fracatlas / "images" / folder).glob("*.jpg"))[::40]:
             response = client.post("/predict", files={"file": (path.name, path.read_bytes())})
+            if response.status_code == 422:  # a few FracAtlas JPEGs end early: refused
+                assert response.json()["error"]["code"] == "invalid_image"
+                continue
             assert response.status_code == 200, response.text
             body = response.json()
             fracture = body["fracture"]
