@@ -15,10 +15,19 @@ from modelio.images import InputSpec
 from service.registry import LoadedModel
 
 
+def _checker(level: int, size: tuple[int, int]) -> np.ndarray:
+    """Gray ``level`` with a fine +-8 checkerboard: its mean is ``level``, and it is not
+    the uniform frame the service warns about as ``blank_image``."""
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    pattern = np.where((xs // 4 + ys // 4) % 2 == 0, 8, -8)
+    return np.clip(level + pattern, 0, 255).astype(np.uint8)
+
+
 def png(level: int, size: tuple[int, int] = (32, 24)) -> bytes:
-    """A flat gray PNG: ``level`` 0..255 sets the stand-in model's answer."""
+    """A gray PNG: ``level`` 0..255 sets the stand-in model's answer."""
     out = io.BytesIO()
-    Image.new("L", size, level).save(out, format="PNG")
+    Image.fromarray(_checker(level, size), "L").save(out, format="PNG")
     return out.getvalue()
 
 
