@@ -15,7 +15,7 @@ import numpy as np
 
 from modelio import contract
 from modelio.budget import check_decode_cost
-from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY, FractureRules, is_trained_body_part
+from modelio.contract import FRACTURE_MAP, FRACTURE_PROBABILITY, is_trained_body_part
 from modelio.images import (
     DecodeNote,
     DicomFacts,
@@ -191,7 +191,7 @@ def classify(
     probabilities = iter(outputs.get(OUTPUT_NAME, []))
     scores = iter(outputs[OOD_OUTPUT]) if OOD_OUTPUT in outputs else None
     maps = iter(outputs[CLASS_MAPS_OUTPUT]) if CLASS_MAPS_OUTPUT in outputs else None
-    rules = FractureRules.from_metadata(model.metadata)
+    rules = model.fracture_rules  # read once at load (service.registry)
     has_fracture = rules is not None and FRACTURE_PROBABILITY in outputs
     fracture_probabilities = iter(outputs[FRACTURE_PROBABILITY]) if has_fracture else None
     fracture_maps = iter(outputs[FRACTURE_MAP]) if FRACTURE_MAP in outputs else None

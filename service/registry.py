@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from modelio.artifact import ArtifactError, check_version, list_versions, version_dir
+from modelio.contract import FRACTURE_PROBABILITY, FractureRules, output_names
 from modelio.images import InputSpec
 from modelio.integrity import verify_integrity
 from service.runtime import Predictor, load_predictor, warm_up
@@ -48,6 +49,8 @@ class LoadedModel:
     predictor: Predictor
     loaded_at: dt.datetime
     load_seconds: float
+    #: metadata.json's fracture rules, read once at load (None: no fracture block).
+    fracture_rules: FractureRules | None
 
     @property
     def trained_on(self) -> str | None:
@@ -95,6 +98,25 @@ def public_metadata(value: Any) -> Any:
     if isinstance(value, str) and _is_absolute_path(value):
         return PurePosixPath(value.replace("\\", "/")).name
     return value
+
+
+def read_fracture_rules(metadata: dict[str, Any], name: str, version: int) -> FractureRules | None:
+    """A version's fracture rules, read once when it loads rather than per request.
+
+    A version that declares a fracture output but whose rules are missing or unreadable
+    is still served (its type answers are sound), but every answer then lacks the
+    fracture block; that is logged here as a warning, so it is not silent.
+    """
+    rules = FractureRules.from_metadata(metadata)
+    if rules is None and FRACTURE_PROBABILITY in output_names(metadata):
+        log.warning(
+            "version %s of %s has a %s output but metadata.json's 'fracture' rules are "
+            "missing or unreadable; its answers will carry no fracture block",
+            version,
+            name,
+            FRACTURE_PROBABILITY,
+        )
+    return rules
 
 
 class NoModelError(Exception):
@@ -264,6 +286,7 @@ class ModelRegistry:
             runtime=self.settings.runtime,
         )
         warm_up(predictor, spec, len(classes))
+        fracture_rules = read_fracture_rules(metadata, self.name, version)
         return LoadedModel(
             name=self.name,
             version=version,
@@ -274,4 +297,5 @@ class ModelRegistry:
             predictor=predictor,
             loaded_at=dt.datetime.now(dt.UTC),
             load_seconds=time.perf_counter() - start,
+            fracture_rules=fracture_rules,
         )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,8 @@ from modelio import contract
 from modelio.images import InputSpec
 from service.fracture import summary
 from service.inference import Ranked, classify
-from service.registry import LoadedModel
+from service.registry import LoadedModel, ModelRegistry, read_fracture_rules
+from service.settings import Settings
 
 RULES = {
     "rule_out": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.55},
@@ -67,6 +71,7 @@ def loaded(predictor: StandIn, *, rules: bool = True) -> LoadedModel:
         predictor=predictor,  # type: ignore[arg-type]
         loaded_at=dt.datetime.now(dt.UTC),
         load_seconds=0.0,
+        fracture_rules=read_fracture_rules(metadata, "m", 1),
     )
 
 
@@ -192,3 +197,76 @@ def test_a_blank_image_is_warned_and_never_reads_no_fracture_seen() -> None:
     assert "blank_image" in [w.code for w in result.warnings]
     assert result.fracture is not None
     assert result.fracture.finding == "uncertain"
+
+
+def registry_over(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    fracture: object,
+) -> ModelRegistry:
+    """A registry over one version on disk whose runtime is the stand-in: metadata.json
+    declares the fracture output, and ``fracture`` is its rules block (None: absent)."""
+    folder = tmp_path / "models" / "bone-fracture" / "3"
+    folder.mkdir(parents=True)
+    metadata: dict[str, object] = {
+        "name": "bone-fracture",
+        "version": 3,
+        "classes": list(CLASSES),
+        "input": {"height": 32, "width": 32, "channels": 1},
+        "outputs": contract.outputs_block(len(CLASSES), fracture=True),
+    }
+    if fracture is not None:
+        metadata["fracture"] = fracture
+    (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    (folder / "model.tflite").write_bytes(b"")  # never opened: the stand-in runs instead
+    predictor = StandIn(0.9, lower_left_map())
+    monkeypatch.setattr("service.registry.load_predictor", lambda *_a, **_k: predictor)
+    return ModelRegistry(make_settings(tmp_path / "models"))
+
+
+@pytest.mark.parametrize("fracture", [None, {"rule_in": RULES["rule_in"]}, "0.5"])
+def test_a_version_with_a_fracture_output_but_no_readable_rules_is_warned_at_load(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fracture: object,
+) -> None:
+    registry = registry_over(tmp_path, make_settings, monkeypatch, fracture)
+    with caplog.at_level(logging.INFO, logger="service.registry"):
+        model = registry.refresh()
+    assert model is not None
+    assert model.fracture_rules is None
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "version 3 of bone-fracture" in warning.getMessage()
+    assert "'fracture' rules" in warning.getMessage()
+
+
+def test_rules_are_read_once_at_load_not_per_request(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = registry_over(tmp_path, make_settings, monkeypatch, RULES)
+    with caplog.at_level(logging.WARNING, logger="service.registry"):
+        model = registry.refresh()
+    assert model is not None
+    assert not caplog.records  # readable rules: nothing to warn about
+
+    def parsed_again(_metadata: object) -> None:
+        raise AssertionError("fracture rules parsed per request")
+
+    monkeypatch.setattr(contract.FractureRules, "from_metadata", parsed_again)
+    (result,) = classify(
+        [png()],
+        model,
+        max_pixels=10**8,
+        max_decode_bytes=2**30,
+        confidence_threshold=0.5,
+        colour_threshold=50.0,
+    )
+    assert isinstance(result, Ranked)
+    assert result.fracture is not None
+    assert result.fracture.finding == "fracture"

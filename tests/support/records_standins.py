@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from modelio.images import InputSpec
-from service.registry import LoadedModel
+from service.registry import LoadedModel, read_fracture_rules
 
 
 def _checker(level: int, size: tuple[int, int]) -> np.ndarray:
@@ -72,14 +72,16 @@ class StandInPredictor:
 
 
 def stand_in_model(version: int = 1) -> LoadedModel:
+    metadata = {"classes": list(CLASSES), "trained_on": "stand-in", "fracture": RULES}
     return LoadedModel(
         name=MODEL_NAME,
         version=version,
         path=Path("models") / MODEL_NAME / str(version),
-        metadata={"classes": list(CLASSES), "trained_on": "stand-in", "fracture": RULES},
+        metadata=metadata,
         classes=CLASSES,
         spec=InputSpec(16, 16, 1),
         predictor=StandInPredictor(),
         loaded_at=dt.datetime.now(dt.UTC),
         load_seconds=0.0,
+        fracture_rules=read_fracture_rules(metadata, MODEL_NAME, version),
     )
