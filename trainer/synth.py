@@ -28,6 +28,8 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -599,6 +601,32 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ValueError(f"output folder {out_dir} exists and is not empty; choose a new one")
 
 
+@contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A hidden temporary sibling of ``out_dir`` to write into, renamed to ``out_dir``
+    when the block ends and deleted if it raises (or is interrupted), so a dataset is
+    either complete where the user asked for it or absent: never half-written.
+
+    Raises ``ValueError`` naming ``out_dir`` (not the temporary folder) when the sibling
+    cannot be created, and when ``out_dir`` was filled by someone else meanwhile.
+    """
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:  # name the folder the user gave, not our temporary one
+        raise ValueError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes it private; the dataset is not secret
+        _check_out_dir(out_dir)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def write_dataset(
     out_dir: Path,
     per_class: int = 40,
@@ -633,12 +661,7 @@ def write_dataset(
 
     n_test = min(max(round(per_class * test_fraction), 1), per_class - 1)
     counts = {SPLITS[0]: per_class - n_test, SPLITS[1]: n_test}
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    except OSError as exc:  # name the folder the user gave, not our temporary one
-        raise ValueError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    try:
+    with _staged(out_dir) as staging:
         for ci, name in enumerate(CLASS_NAMES):
             index = 0
             for split in SPLITS:
@@ -649,14 +672,6 @@ def write_dataset(
                     image = render(name, rng, size)
                     _save(image, folder / f"synth_{seed}_{ci:02d}_{index:05d}", rng)
                     index += 1
-        staging.chmod(0o755)  # mkdtemp makes it private; the dataset is not secret
-        _check_out_dir(out_dir)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
     classes = {name: dict(counts) for name in CLASS_NAMES}
     return {
@@ -686,14 +701,12 @@ def write_detection_dataset(
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} px, got {size}")
     _check_out_dir(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     coco: dict[str, Any] = {
         "images": [],
         "annotations": [],
         "categories": [{"id": 0, "name": "fractured"}],
     }
-    try:
+    with _staged(out_dir) as staging:
         for folder_index, folder in enumerate(DETECTION_FOLDERS):
             (staging / folder).mkdir()
             for index in range(per_class):
@@ -728,14 +741,6 @@ def write_detection_dataset(
                         }
                     )
         (staging / DETECTION_COCO).write_text(json.dumps(coco), encoding="utf-8")
-        staging.chmod(0o755)
-        _check_out_dir(out_dir)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {
         "out_dir": str(out_dir),
         "per_class": per_class,
