@@ -1,6 +1,7 @@
 """Grouped cross-validation of the fracture heads on cached features (FracAtlas).
 
-Reads the cache of ``experiments/fracture_features.py`` and, for each fold seed, runs
+Reads what ``experiments/fracture_features.py`` wrote (its ``--out`` file, which names
+the trainer's feature-cache file holding the features) and, for each fold seed, runs
 the product's own grouped, stratified cross-validation of the fracture heads
 (:func:`trainer.fracture_piece.held_out_answers`: near-duplicate groups never straddle a
 fold). Reported, pooled over the held-out folds of each seed:
@@ -31,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from trainer.fracture_heads import MAP_TAPS, position_features
 from trainer.fracture_metrics import (
     auc,
     box_recall,
@@ -133,7 +133,9 @@ def run_seed(seed: int, args: argparse.Namespace, arrays: dict[str, Any]) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument(
+        "--cache", type=Path, required=True, help="the --out of experiments/fracture_features.py"
+    )
     parser.add_argument("--csv", type=Path, help="FracAtlas dataset.csv (regions and flags)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=5)
@@ -142,13 +144,12 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     started = time.monotonic()
-    cache = np.load(args.cache)
-    fractured = cache["fractured"].astype(np.int64)
-    groups = cache["groups"]
-    pooled = cache["pooled"]
-    coverage = cache["coverage"]
-    positions = position_features({tap: cache[f"map_{tap}"] for tap in MAP_TAPS})
-    paths = cache["paths"]
+    with np.load(args.cache) as cache:
+        fractured = cache["fractured"].astype(np.int64)
+        groups, coverage, paths = cache["groups"], cache["coverage"], cache["paths"]
+        features = Path(str(cache["features"]))
+    with np.load(features) as stored:  # the trainer's --feature-cache format
+        pooled, positions = stored["pooled"], stored["positions"]
     flags = read_flags(args.csv, paths) if args.csv else None
     print(
         f"{len(fractured)} images, {int(fractured.sum())} fractured, "

@@ -75,12 +75,19 @@ def check_taps(hparams: Hyperparameters) -> None:
         )
 
 
-def detection_features(config: TrainConfig, hparams: Hyperparameters) -> DetectionFeatures:
-    """Load ``config.fracture_data``, its outlines, and its maps through the backbone."""
+def detection_features(
+    config: TrainConfig, hparams: Hyperparameters, dataset: data.LoadedDataset | None = None
+) -> DetectionFeatures:
+    """Load ``config.fracture_data``, its outlines, and its maps through the backbone.
+
+    ``dataset``: that folder already loaded (``experiments/fracture_features.py`` passes a
+    subset with ``--limit``); the features of any subset are cached under their own name.
+    """
     root = Path(str(config.fracture_data))
     check_taps(hparams)
     started = time.monotonic()
-    dataset = data.load(data.discover(root), config.spec)
+    if dataset is None:
+        dataset = data.load(data.discover(root), config.spec)
     fractured = fractured_labels(dataset)
     coco = find_coco(root)
     if coco is None:
@@ -89,7 +96,7 @@ def detection_features(config: TrainConfig, hparams: Hyperparameters) -> Detecti
             "annotations/*.json there and one folder up): the localisation head learns "
             "where fractures are from their outlines"
         )
-    cached = None if config.feature_cache is None else _cache_file(config, hparams, dataset)
+    cached = None if config.feature_cache is None else feature_cache_file(config, hparams, dataset)
     if cached is not None and cached.is_file():
         with np.load(cached) as stored:
             pooled, positions = stored["pooled"], stored["positions"]
@@ -117,9 +124,12 @@ def detection_features(config: TrainConfig, hparams: Hyperparameters) -> Detecti
     )
 
 
-def _cache_file(config: TrainConfig, hparams: Hyperparameters, dataset: data.LoadedDataset) -> Path:
-    """Where ``--feature-cache`` keeps this detection set's features: named by everything
-    they depend on (the images' fingerprint, backbone, taps, mirror, input size)."""
+def feature_cache_file(
+    config: TrainConfig, hparams: Hyperparameters, dataset: data.LoadedDataset
+) -> Path:
+    """Where ``--feature-cache`` keeps this detection set's features (``pooled`` and
+    ``positions``): named by everything they depend on (the images' fingerprint and
+    order, backbone, taps, mirror, input size)."""
     key = "|".join(
         [
             dataset.fingerprint,
