@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -290,6 +291,40 @@ def test_a_model_that_cannot_explain_is_said_under_the_image_not_as_a_warning(
     assert "this model version cannot show where it looked" in image.proto.imgs[0].caption
 
 
+def fracture_answer(
+    fracture: dict[str, Any],
+    *,
+    probabilities: dict[str, float],
+    classes: list[str],
+    summary: str | None = None,
+) -> Callable[[str], Reply]:
+    """A scripted service of model ``m`` version 1 whose answer carries ``fracture`` and
+    ranks "Spiral Fracture" first at 0.6 confidence: only the fracture block, the
+    probabilities listed and the classes differ between the tests that use it."""
+
+    def reply(path: str) -> Reply:
+        if path.startswith("/predict"):
+            body: dict[str, Any] = {"model": "m", "version": 1}
+            if summary is not None:
+                body["summary"] = summary
+            body.update(
+                fracture=fracture,
+                label="Spiral Fracture",
+                confidence=0.6,
+                probabilities=[
+                    {"label": label, "probability": p} for label, p in probabilities.items()
+                ],
+                warnings=[],
+            )
+        elif path.startswith("/classes"):
+            body = {"model": "m", "version": 1, "classes": classes}
+        else:
+            body = {"status": "ready", "model": "m", "version": 1}
+        return 200, "application/json", json.dumps(body).encode()
+
+    return reply
+
+
 def test_the_finding_leads_the_type_follows_and_the_boxes_can_be_hidden(
     monkeypatch: pytest.MonkeyPatch,
     scripted: Callable[[Callable[[str], Reply]], str],
@@ -297,38 +332,23 @@ def test_the_finding_leads_the_type_follows_and_the_boxes_can_be_hidden(
 ) -> None:
     name, data = xray_bytes
     width, height = Image.open(io.BytesIO(data)).size
-
-    def reply(path: str) -> Reply:
-        if path.startswith("/predict"):
-            body = {
-                "model": "m",
-                "version": 1,
-                "summary": "Fracture likely ...",
-                "fracture": {
-                    "probability": 0.91,
-                    "finding": "fracture",
-                    "thresholds": {
-                        "rule_out": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.5},
-                        "rule_in": {"threshold": 0.8, "sensitivity": 0.6, "specificity": 0.95},
-                        "region_threshold": 0.3,
-                        "measured_on": "held-out folds",
-                    },
-                    "regions": [{"box": [0, 0, width / 2, height / 2], "score": 0.8}],
-                    "image_size": [width, height],
-                },
-                "label": "Spiral Fracture",
-                "confidence": 0.6,
-                "probabilities": [
-                    {"label": "Spiral Fracture", "probability": 0.6},
-                    {"label": "Other", "probability": 0.4},
-                ],
-                "warnings": [],
-            }
-        elif path.startswith("/classes"):
-            body = {"model": "m", "version": 1, "classes": ["Other", "Spiral Fracture"]}
-        else:
-            body = {"status": "ready", "model": "m", "version": 1}
-        return 200, "application/json", json.dumps(body).encode()
+    reply = fracture_answer(
+        {
+            "probability": 0.91,
+            "finding": "fracture",
+            "thresholds": {
+                "rule_out": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.5},
+                "rule_in": {"threshold": 0.8, "sensitivity": 0.6, "specificity": 0.95},
+                "region_threshold": 0.3,
+                "measured_on": "held-out folds",
+            },
+            "regions": [{"box": [0, 0, width / 2, height / 2], "score": 0.8}],
+            "image_size": [width, height],
+        },
+        probabilities={"Spiral Fracture": 0.6, "Other": 0.4},
+        classes=["Other", "Spiral Fracture"],
+        summary="Fracture likely ...",
+    )
 
     at = run_page(monkeypatch, scripted(reply))
     at.file_uploader[0].set_value((name, data, "image/jpeg"))
@@ -357,29 +377,17 @@ def test_a_normal_radiograph_reads_no_fracture_seen_not_a_type(
     xray_bytes: tuple[str, bytes],
 ) -> None:
     name, data = xray_bytes
-
-    def reply(path: str) -> Reply:
-        if path.startswith("/predict"):
-            body = {
-                "model": "m",
-                "version": 1,
-                "fracture": {
-                    "probability": 0.04,
-                    "finding": "no_fracture",
-                    "thresholds": {},
-                    "regions": [],
-                    "image_size": [10, 10],
-                },
-                "label": "Spiral Fracture",
-                "confidence": 0.6,
-                "probabilities": [{"label": "Spiral Fracture", "probability": 1.0}],
-                "warnings": [],
-            }
-        elif path.startswith("/classes"):
-            body = {"model": "m", "version": 1, "classes": ["Spiral Fracture", "Other"]}
-        else:
-            body = {"status": "ready", "model": "m", "version": 1}
-        return 200, "application/json", json.dumps(body).encode()
+    reply = fracture_answer(
+        {
+            "probability": 0.04,
+            "finding": "no_fracture",
+            "thresholds": {},
+            "regions": [],
+            "image_size": [10, 10],
+        },
+        probabilities={"Spiral Fracture": 1.0},
+        classes=["Spiral Fracture", "Other"],
+    )
 
     at = run_page(monkeypatch, scripted(reply))
     at.file_uploader[0].set_value((name, data, "image/jpeg"))
