@@ -79,26 +79,50 @@ class Localiser:
     w2: np.ndarray  # (hidden,)
     b2: float
 
-    def logits(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Cell logits of ``(..., C)`` features, shaped ``(...)``."""
+    def logits(
+        self, features: np.ndarray, chunk: int = 4096, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Cell logits of ``(..., C)`` features, shaped ``(...)``.
+
+        ``rows``: only these images of ``(N, ..., C)`` features, shaped ``(len(rows),
+        ...)``; their cells are gathered a chunk at a time, never copied whole (the
+        features of a fold's images are gigabytes).
+        """
         flat = features.reshape(-1, features.shape[-1])
-        out = np.empty(len(flat), np.float32)
-        for start in range(0, len(flat), chunk):
-            z = (flat[start : start + chunk].astype(np.float32) - self.mean) / self.scale
-            out[start : start + chunk] = np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
-        return out.reshape(features.shape[:-1])
+        shape = features.shape[:-1]
+        cells: np.ndarray | None = None  # the rows' cells, as rows of ``flat``
+        if rows is not None:
+            per_image = int(np.prod(shape[1:], dtype=np.int64))
+            rows = np.asarray(rows, dtype=np.int64)
+            cells = (rows[:, None] * per_image + np.arange(per_image)).ravel()
+            shape = (len(rows), *shape[1:])
+        total = len(flat) if cells is None else len(cells)
+        out = np.empty(total, np.float32)
+        for start in range(0, total, chunk):
+            stop = start + chunk
+            part = flat[start:stop] if cells is None else flat[cells[start:stop]]
+            z = (part.astype(np.float32) - self.mean) / self.scale
+            out[start:stop] = np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+        return out.reshape(shape)
 
 
 def _cells(
-    features: np.ndarray, coverage: np.ndarray, fractured: np.ndarray, seed: int
+    features: np.ndarray,
+    coverage: np.ndarray,
+    fractured: np.ndarray,
+    seed: int,
+    images: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training cells: every outlined cell, and a sample of clearly negative ones.
 
     Cells of a fractured image next to its outline are left out: outlines are drawn by
     hand around a line, and the cell beside one is neither clearly broken nor intact.
-    Fractured images without outlines give no cells at all.
+    Fractured images without outlines give no cells at all. ``images``: only these rows
+    of the three arrays (default all); only the chosen cells are copied.
     """
     rng = np.random.default_rng(seed)
+    images = np.arange(len(features)) if images is None else np.asarray(images, np.int64)
+    coverage, fractured = coverage[images], fractured[images]
     positive = (coverage >= POSITIVE_COVERAGE) & (fractured[:, None, None] == 1)
     touched = coverage > 0
     near = touched.copy()
@@ -110,23 +134,29 @@ def _cells(
     usable_negative = (fractured == 0) | outlined
     rows, labels = [], []
     cells = coverage.shape[1] * coverage.shape[2]
-    for image in range(len(features)):
+    for image, source in enumerate(images):
         pos = np.flatnonzero(positive[image].ravel())
-        rows.extend(image * cells + pos)
+        rows.extend(source * cells + pos)
         labels.extend([1] * len(pos))
         if usable_negative[image]:
             candidates = np.flatnonzero(~near[image].ravel())
             take = rng.choice(candidates, min(NEGATIVES_PER_IMAGE, len(candidates)), replace=False)
-            rows.extend(image * cells + take)
+            rows.extend(source * cells + take)
             labels.extend([0] * len(take))
     flat = features.reshape(-1, features.shape[-1])
     return flat[np.asarray(rows, dtype=np.int64)].astype(np.float32), np.asarray(labels)
 
 
 def fit_localiser(
-    features: np.ndarray, coverage: np.ndarray, fractured: np.ndarray, *, seed: int = 0
+    features: np.ndarray,
+    coverage: np.ndarray,
+    fractured: np.ndarray,
+    *,
+    seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> Localiser:
-    """Fit the per-position network on ``(N, H, W, C)`` features and ``(N, H, W)`` outlines.
+    """Fit the per-position network on ``(N, H, W, C)`` features and ``(N, H, W)`` outlines
+    (``rows``: of these images only, default all).
 
     Positives are few (a fracture covers a handful of the 484 cells), so they are
     repeated until they weigh as much as the negatives: scikit-learn's network takes
@@ -134,7 +164,7 @@ def fit_localiser(
     """
     from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
 
-    x, y = _cells(features, coverage, fractured, seed)
+    x, y = _cells(features, coverage, fractured, seed, rows)
     if y.sum() == 0 or (y == 0).sum() == 0:
         raise ValueError("the localiser needs outlined fracture cells and intact cells")
     mean = x.mean(axis=0)
@@ -229,9 +259,14 @@ class FractureHeads:
     detector: Detector
     localiser: Localiser
 
-    def answer(self, pooled: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(probabilities (N,), cell logits (N, H, W))`` of images."""
-        cells = self.localiser.logits(positions)
+    def answer(
+        self, pooled: np.ndarray, positions: np.ndarray, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities (N,), cell logits (N, H, W))`` of images (``rows``: of these
+        images of ``pooled`` and ``positions`` only, default all)."""
+        if rows is not None:
+            pooled = pooled[rows]
+        cells = self.localiser.logits(positions, rows=rows)
         return self.detector.probabilities(pooled, peak(cells)), cells
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -263,32 +298,36 @@ def fit_fracture_heads(
     groups: np.ndarray,
     *,
     seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> FractureHeads:
     """Fit the localiser and the detector on one training set (see the module's text).
 
     The combination weights come from held-out answers of grouped inner folds: each
     inner fold fits both views on the rest and answers its own images; a logistic
     regression of the label on those two answers gives the weights.
+
+    ``rows``: the training images, as rows of the arrays (default all). The folds pass
+    indices rather than copies: ``positions`` is the largest array by far (gigabytes on
+    FracAtlas), and a copy per fold and inner fold would hold it up to three times.
     """
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
-    mean, scale, weights, bias, c = _pooled_head(pooled, fractured, groups, seed)
-    held_pooled = np.zeros(len(pooled))
-    held_peak = np.zeros(len(pooled))
-    for inner_train, inner_val in _inner_folds(fractured, groups, seed):
+    rows = np.arange(len(fractured)) if rows is None else np.asarray(rows, np.int64)
+    labels, label_groups = fractured[rows], groups[rows]
+    mean, scale, weights, bias, c = _pooled_head(pooled[rows], labels, label_groups, seed)
+    held_pooled = np.zeros(len(rows))
+    held_peak = np.zeros(len(rows))
+    for inner_train, inner_val in _inner_folds(labels, label_groups, seed):
+        train, val = rows[inner_train], rows[inner_val]
         fold_mean, fold_scale, fold_weights, fold_bias, _ = _pooled_head(
-            pooled[inner_train], fractured[inner_train], groups[inner_train], seed, c
+            pooled[train], fractured[train], groups[train], seed, c
         )
-        held_pooled[inner_val] = (
-            (pooled[inner_val] - fold_mean) / fold_scale
-        ) @ fold_weights + fold_bias
-        localiser = fit_localiser(
-            positions[inner_train], coverage[inner_train], fractured[inner_train], seed=seed
-        )
-        held_peak[inner_val] = peak(localiser.logits(positions[inner_val]))
+        held_pooled[inner_val] = ((pooled[val] - fold_mean) / fold_scale) @ fold_weights + fold_bias
+        localiser = fit_localiser(positions, coverage, fractured, seed=seed, rows=train)
+        held_peak[inner_val] = peak(localiser.logits(positions, rows=val))
     with _single_blas_thread():
         stack = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
-        stack.fit(np.stack([held_pooled, held_peak], axis=1), fractured)
+        stack.fit(np.stack([held_pooled, held_peak], axis=1), labels)
     return FractureHeads(
         detector=Detector(
             mean=mean,
@@ -300,5 +339,5 @@ def fit_fracture_heads(
             bias=float(stack.intercept_[0]),
             c=c,
         ),
-        localiser=fit_localiser(positions, coverage, fractured, seed=seed),
+        localiser=fit_localiser(positions, coverage, fractured, seed=seed, rows=rows),
     )

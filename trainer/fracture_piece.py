@@ -226,15 +226,11 @@ def held_out_answers(
     )
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for number, (train, val) in enumerate(splitter.split(labels, labels, groups)):
+        # indices, not copies: positions[train] would be most of the largest array
         heads = fit_fracture_heads(
-            pooled[train],
-            positions[train],
-            coverage[train],
-            labels[train],
-            groups[train],
-            seed=seed,
+            pooled, positions, coverage, labels, groups, seed=seed, rows=train
         )
-        probabilities, cells = heads.answer(pooled[val], positions[val])
+        probabilities, cells = heads.answer(pooled, positions, rows=val)
         out.scores[val] = probabilities
         out.maps[val] = 1.0 / (1.0 + np.exp(-cells))
         out.folds[val] = number
