@@ -114,3 +114,96 @@ def test_service_runs_without_tensorflow(tiny_models_dir):
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("OK ")
+
+
+def test_openvino_runs_the_same_tflite_file_with_the_same_answers(version_dir, inputs):
+    pytest.importorskip("openvino")
+    from service.runtime import OpenVINOPredictor
+
+    tflite = TFLitePredictor(version_dir / "model.tflite").run(inputs)
+    openvino = OpenVINOPredictor(version_dir / "model.tflite", threads=1)
+
+    got = openvino.run(inputs)
+
+    assert openvino.runtime == "openvino-f32"
+    assert openvino.input_shape == TFLitePredictor(version_dir / "model.tflite").input_shape
+    assert set(got) == set(tflite)  # the signature's names, not OpenVINO's tensor names
+    for name, expected in tflite.items():
+        assert got[name].shape == expected.shape, name
+        np.testing.assert_allclose(got[name], expected, rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_openvino_in_bf16_says_which_arithmetic_it_runs(version_dir, inputs):
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from service.runtime import OpenVINOPredictor
+
+    predictor = OpenVINOPredictor(version_dir / "model.tflite", precision="bf16")
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+    assert predictor.runtime == ("openvino-bf16" if has_bf16 else "openvino-f32")
+    probabilities = predictor.predict(inputs)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    reference = TFLitePredictor(version_dir / "model.tflite").predict(inputs)
+    assert np.abs(probabilities - reference).max() < 0.1  # rounded, not another model
+
+
+def test_openvino_needs_the_tflite_file_and_says_so(version_dir, tmp_path):
+    pytest.importorskip("openvino")
+    no_tflite = tmp_path / "1"
+    shutil.copytree(version_dir, no_tflite)
+    (no_tflite / "model.tflite").unlink()
+
+    with pytest.raises(ArtifactError, match="OpenVINO runtime"):
+        load_predictor(no_tflite, runtime="openvino")
+
+
+def test_bf16_is_refused_for_a_runtime_that_runs_float32_only():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="BONEFRAC_RUNTIME=openvino"):
+        Settings(runtime="tflite", inference_precision="bf16")
+    assert Settings(runtime="openvino", inference_precision="bf16").max_batch == 8
+
+
+def test_service_on_openvino_batches_concurrent_requests_and_answers_as_tflite(
+    tiny_models_dir, make_settings
+):
+    pytest.importorskip("openvino")
+    from fastapi.testclient import TestClient
+    from support.sample_images import encode
+
+    from service.app import create_app
+    from service.batching import BatchingPredictor
+
+    uploads = [encode("PNG", "L", seed=i) for i in range(6)]
+
+    def answers(**settings: object) -> tuple[list[list[float]], object]:
+        app = create_app(make_settings(tiny_models_dir, **settings))
+        with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
+            replies = list(
+                pool.map(
+                    lambda data: client.post(
+                        "/predict", files={"file": ("x.png", data, "image/png")}
+                    ),
+                    uploads,
+                )
+            )
+            models = client.get("/models").json()
+            predictor = app.state.registry.current.predictor
+        assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+        return [r.json()["probabilities"] for r in replies], (models, predictor)
+
+    expected, _ = answers(runtime="tflite")
+    got, (models, predictor) = answers(runtime="openvino")
+
+    assert isinstance(predictor, BatchingPredictor)
+    assert "openvino-f32" in str(models)
+    for one, other in zip(got, expected, strict=True):
+        assert [p["label"] for p in one] == [p["label"] for p in other]
+        np.testing.assert_allclose(
+            [p["probability"] for p in one], [p["probability"] for p in other], atol=1e-4
+        )
