@@ -19,7 +19,14 @@ builder) and timed on the same cores in the same run:
    service's default) and through 2 interpreters on 1 thread each;
 5. **mirror pass**: the EfficientNet-Lite2 feature extractor at the model's size with
    and without the mirror average (``trainer.backbones.feature_extractor``), converted
-   to TFLite and timed alike; its accuracy side is docs/experiments.md's.
+   to TFLite and timed alike; its accuracy side is docs/experiments.md's;
+6. **OpenVINO**: the service's own predictors (``service.runtime``) on the same
+   ``model.tflite``: LiteRT float32 against OpenVINO float32 and bf16, alternated at
+   batch 1; OpenVINO's time per image in batches of 1-8; 8 client threads through the
+   service's default predictor and through OpenVINO with the service's request batching
+   (``service.batching``); top-1 agreement with LiteRT (the accuracy in grouped
+   cross-validation is ``experiments/runtime_precision.py``'s). ``--skip-int8
+   --skip-mirror`` leaves only this part (no TensorFlow needed).
 
 Usage::
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import os
 import queue
@@ -41,6 +49,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -100,7 +109,8 @@ def radiographs(spec: InputSpec, count: int, offset: int) -> tuple[np.ndarray, l
 
 def int8_model(version: Path, calibration: np.ndarray, cache: Path) -> bytes:
     """Full-integer static int8 copy of the version's SavedModel (cached by version)."""
-    target = cache / f"{version.parent.name}-{version.name}-int8.tflite"
+    digest = hashlib.sha256((version / "model.tflite").read_bytes()).hexdigest()[:16]
+    target = cache / f"{version.parent.name}-{digest}-int8.tflite"  # by content, not name
     if target.is_file():
         return target.read_bytes()
     import tensorflow as tf  # noqa: PLC0415
@@ -145,6 +155,96 @@ def throughput(content: bytes, interpreters: int, threads: int, images: np.ndarr
     return 8 * per_client / (time.perf_counter() - start)
 
 
+def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
+    """The service's own predictors: LiteRT float32 against OpenVINO float32 and bf16."""
+    from service.batching import BatchingPredictor  # noqa: PLC0415
+    from service.runtime import OpenVINOPredictor, TFLitePredictor  # noqa: PLC0415
+
+    try:
+        import openvino  # noqa: F401, PLC0415
+    except ImportError:
+        print("\nopenvino: not installed (pip install 'bonefrac[openvino]'), skipped")
+        return
+    tflite_file = version / "model.tflite"
+    predictors = {
+        "litert float32": TFLitePredictor(tflite_file, threads=2),
+        "openvino float32": OpenVINOPredictor(tflite_file, threads=2),
+        "openvino bf16": OpenVINOPredictor(tflite_file, threads=2, precision="bf16"),
+    }
+    if predictors["openvino bf16"].runtime != "openvino-bf16":
+        print("\n(this CPU has no bf16: OpenVINO runs float32 for the bf16 row)")
+    one = check[:1]
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for predictor in predictors.values():
+        predictor.run(one)
+    for _ in range(repeats):  # alternated, so a slow spell hits every runtime alike
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.run(one)
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["litert float32"])
+    print("\nthe service's runtimes, batch 1, 2 threads, alternated: median ms (ratio to litert)")
+    for name, values in times.items():
+        ms = statistics.median(values)
+        print(f"  {name:17} {ms * 1000:7.1f}   x{base / ms:4.2f} faster")
+
+    print("\nopenvino, ms per image in one inference of a batch")
+    for batch in (1, 2, 4, 8):
+        pixels = np.repeat(one, batch, axis=0)
+        cells = []
+        for name in ("openvino float32", "openvino bf16"):
+            predictor = predictors[name]
+            predictor.run(pixels)
+            spent = []
+            for _ in range(max(3, repeats // batch)):
+                start = time.perf_counter()
+                predictor.run(pixels)
+                spent.append(time.perf_counter() - start)
+            cells.append(f"{name} {statistics.median(spent) * 1000 / batch:6.1f}")
+        print(f"  batch {batch}:  " + "   ".join(cells))
+
+    print("\n8 concurrent clients through the service's predictor, images/s")
+    wrapped = {
+        "litert float32 (the service's default)": predictors["litert float32"],
+        "openvino float32, queued requests batched (<= 8)": BatchingPredictor(
+            predictors["openvino float32"], 8
+        ),
+        "openvino bf16, queued requests batched (<= 8)": BatchingPredictor(
+            predictors["openvino bf16"], 8
+        ),
+    }
+    for name, predictor in wrapped.items():
+        print(f"  {name:50} {clients_rate(predictor, check[:64]):6.1f}")
+
+    reference = predictors["litert float32"]
+    for name in ("openvino float32", "openvino bf16"):
+        a = np.concatenate([reference.predict(x[np.newaxis]) for x in check])
+        b = np.concatenate([predictors[name].predict(x[np.newaxis]) for x in check])
+        print(
+            f"  {name} against litert on {len(check)} radiographs: top-1 agreement "
+            f"{np.mean(a.argmax(1) == b.argmax(1)):.3f}, largest |dp| "
+            f"{np.abs(a - b).max():.4f} (accuracy: experiments/runtime_precision.py)"
+        )
+
+
+def clients_rate(predictor: Any, images: np.ndarray, clients: int = 8) -> float:
+    """Images per second from ``clients`` threads calling ``predictor.run`` one image each."""
+    per_client = max(2, len(images) // clients)
+    predictor.run(images[:1])
+
+    def client(index: int) -> None:
+        for i in range(per_client):
+            predictor.run(images[(index + i) % len(images)][np.newaxis])
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return clients * per_client / (time.perf_counter() - start)
+
+
 def mirror_variants(spec: InputSpec) -> dict[str, bytes]:
     """The Lite2 feature extractor with and without the mirror average, as TFLite."""
     import tensorflow as tf  # noqa: PLC0415
@@ -169,6 +269,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed invokes per figure")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bonefrac")
     parser.add_argument("--skip-mirror", action="store_true")
+    parser.add_argument("--skip-int8", action="store_true", help="no int8 conversion")
+    parser.add_argument("--skip-openvino", action="store_true")
     args = parser.parse_args()
 
     versions = sorted(
@@ -183,7 +285,11 @@ def main() -> None:
     check, labels = radiographs(spec, args.check, 1)  # interleaved, none in both
     print(f"model {version}; load {os.getloadavg()[0]:.1f} (2 cores, shared)\n")
 
-    print("latency, batch 1, median ms per image")
+    if not args.skip_openvino:
+        openvino_section(version, check, args.repeats)
+    if args.skip_int8:
+        return
+    print("\nlatency, batch 1, median ms per image")
     int8 = int8_model(version, calibration, args.cache)
     one = check[:1]
     for name, content in (("float32", float32), ("int8 static (QS8)", int8)):
