@@ -7,7 +7,8 @@
   kernel gets: float32 through numpy's BLAS and through TFLite's XNNPACK (the runtime
   that runs the model), and int8 through XNNPACK's QS8 kernels (a fully connected layer
   quantised to int8 by TensorFlow's converter; needs TensorFlow, so only in the
-  project's own environment).
+  project's own environment); float32 and bf16 through OpenVINO (the ``openvino``
+  runtime; bf16 runs on AMX tiles on CPUs that have them).
 
 Run alone: ``.venv/bin/python benchmarks/peers/limits.py MODEL.tflite``.
 """
@@ -109,14 +110,38 @@ def tflite_gflops(n: int = MATRIX, *, int8: bool, threads: int, repeats: int = 5
     return 2 * n**3 / _best_seconds(interpreter.invoke, repeats) / 1e9
 
 
+def openvino_gflops(n: int = MATRIX, *, precision: str, threads: int, repeats: int = 5) -> float:
+    """One ``n x n`` matrix product on OpenVINO's CPU plugin (bf16: AMX where present)."""
+    import openvino as ov  # noqa: PLC0415
+    from openvino import opset13 as ops  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([n, n], np.float32)
+    kernel = ops.constant((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32))
+    model = ov.Model([ops.matmul(x, kernel, False, False)], [x])
+    compiled = ov.Core().compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
+    )
+    request = compiled.create_infer_request()
+    data = rng.standard_normal((n, n)).astype(np.float32)
+    request.infer({0: data})
+    return 2 * n**3 / _best_seconds(lambda: request.infer({0: data}), repeats) / 1e9
+
+
 def peak_gflops(threads: int) -> dict[str, float | None]:
-    """The three peaks; the TFLite ones are None without TensorFlow (a peer venv)."""
+    """The peaks; the TFLite ones are None without TensorFlow (a peer venv), the
+    OpenVINO ones without OpenVINO."""
     peaks: dict[str, float | None] = {"numpy_float32": numpy_float32_gflops()}
     try:
         peaks["xnnpack_float32"] = tflite_gflops(int8=False, threads=threads)
         peaks["xnnpack_int8"] = tflite_gflops(int8=True, threads=threads)
     except ImportError:
         peaks["xnnpack_float32"] = peaks["xnnpack_int8"] = None
+    try:
+        peaks["openvino_float32"] = openvino_gflops(precision="f32", threads=threads)
+        peaks["openvino_bf16"] = openvino_gflops(precision="bf16", threads=threads)
+    except ImportError:
+        peaks["openvino_float32"] = peaks["openvino_bf16"] = None
     return peaks
 
 
