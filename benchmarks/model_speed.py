@@ -22,9 +22,10 @@ builder) and timed on the same cores in the same run:
    to TFLite and timed alike; its accuracy side is docs/experiments.md's;
 6. **OpenVINO**: the service's own predictors (``service.runtime``) on the same
    ``model.tflite``: LiteRT float32 against OpenVINO float32 and bf16, alternated at
-   batch 1; OpenVINO's time per image in batches of 1-8; 8 client threads through the
-   service's default predictor and through OpenVINO with the service's request batching
-   (``service.batching``); top-1 agreement with LiteRT (the accuracy in grouped
+   batch 1; OpenVINO's time per image in batches of 1-8; 1 and 8 client threads through
+   the service's runner pools (one interpreter on both cores, two on one core each, and
+   the default: two on one core plus a solo one on both, for LiteRT and OpenVINO); top-1
+   agreement with LiteRT (the accuracy in grouped
    cross-validation is ``experiments/runtime_precision.py``'s). ``--skip-int8
    --skip-mirror`` leaves only this part (no TensorFlow needed).
 
@@ -157,7 +158,6 @@ def throughput(content: bytes, interpreters: int, threads: int, images: np.ndarr
 
 def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
     """The service's own predictors: LiteRT float32 against OpenVINO float32 and bf16."""
-    from service.batching import BatchingPredictor  # noqa: PLC0415
     from service.runtime import OpenVINOPredictor, TFLitePredictor  # noqa: PLC0415
 
     try:
@@ -203,18 +203,25 @@ def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
             cells.append(f"{name} {statistics.median(spent) * 1000 / batch:6.1f}")
         print(f"  batch {batch}:  " + "   ".join(cells))
 
-    print("\n8 concurrent clients through the service's predictor, images/s")
-    wrapped = {
-        "litert float32 (the service's default)": predictors["litert float32"],
-        "openvino float32, queued requests batched (<= 8)": BatchingPredictor(
-            predictors["openvino float32"], 8
+    print("\n1 and 8 concurrent clients through the service's predictors, images/s")
+    pools = {
+        "litert 1 interpreter x 2 threads (the old default)": TFLitePredictor(
+            tflite_file, interpreters=1, threads=2
         ),
-        "openvino bf16, queued requests batched (<= 8)": BatchingPredictor(
-            predictors["openvino bf16"], 8
+        "litert 2 x 1 thread": TFLitePredictor(tflite_file, interpreters=2, threads=1),
+        "litert 2 x 1 + solo 2 threads (the default)": TFLitePredictor(
+            tflite_file, interpreters=2, threads=1, solo_threads=2
+        ),
+        "openvino f32 2 streams x 1 + solo 2": OpenVINOPredictor(
+            tflite_file, streams=2, threads=1, solo_threads=2
+        ),
+        "openvino bf16 2 streams x 1 + solo 2": OpenVINOPredictor(
+            tflite_file, streams=2, threads=1, solo_threads=2, precision="bf16"
         ),
     }
-    for name, predictor in wrapped.items():
-        print(f"  {name:50} {clients_rate(predictor, check[:64]):6.1f}")
+    for name, predictor in pools.items():
+        alone, loaded = clients_rate(predictor, check[:16], 1), clients_rate(predictor, check[:64])
+        print(f"  {name:52} 1 client {alone:6.1f}   8 clients {loaded:6.1f}")
 
     reference = predictors["litert float32"]
     for name in ("openvino float32", "openvino bf16"):

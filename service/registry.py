@@ -28,7 +28,6 @@ from modelio.artifact import ArtifactError, check_version, list_versions, versio
 from modelio.contract import FRACTURE_PROBABILITY, FractureRules, output_names
 from modelio.images import InputSpec
 from modelio.integrity import verify_integrity
-from service.batching import BatchingPredictor
 from service.runtime import Predictor, load_predictor, warm_up
 from service.settings import Settings
 
@@ -284,11 +283,10 @@ class ModelRegistry:
             path,
             interpreters=self.settings.interpreters,
             threads=self.settings.inference_threads,
+            solo_threads=self.settings.solo_threads,
             runtime=self.settings.runtime,
             precision=self.settings.inference_precision,
         )
-        if predictor.runtime.startswith("openvino") and self.settings.max_batch > 1:
-            predictor = BatchingPredictor(predictor, self.settings.max_batch)
         warm_up(predictor, spec, len(classes))
         fracture_rules = read_fracture_rules(metadata, self.name, version)
         return LoadedModel(

@@ -6,17 +6,21 @@ CPU, same outputs to ~1e-8, and no TensorFlow needed). The SavedModel is the fal
 for a version without a TFLite file, used only when the settings ask for it
 (``BONEFRAC_RUNTIME=auto`` or ``saved_model``) and TensorFlow is installed.
 
-A TFLite interpreter is not thread-safe, so :class:`TFLitePredictor` keeps a small pool
-of interpreters and lends each to one thread at a time. On a 2-core machine one
-interpreter using both cores had the lowest latency and the same throughput as two
-single-threaded ones (measured on an earlier default model: 2.4 ms vs 4.6 ms per
-128x128 image, ~420 images/s
-either way), hence the defaults in :class:`service.settings.Settings`.
+Neither a TFLite interpreter nor an OpenVINO infer request is thread-safe, so each
+predictor lends its runners through a :class:`RunnerPool`: a request that finds no
+other inference running gets the *solo* runner, which uses every core (the lowest
+latency for one client), and requests that arrive while inferences run get one of the
+*shared* runners, one thread each (the most images per second under load: single-threaded
+runners have no barrier between threads to wait at). Measured on the shipped model on 2
+cores (docs/service.md, "More images per second"): one 2-thread interpreter alone gave
+the best 1-client latency and two 1-thread ones about 15 % more images per second at 8
+clients; the pool gives both.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,40 +56,77 @@ class Predictor(Protocol):
         ...
 
 
+class RunnerPool:
+    """Lends runners to one thread at a time: the solo runner when nothing else runs.
+
+    ``solo`` (may be None) is used only by a request that finds every runner idle, so it
+    never runs beside another inference for long; the ``shared`` ones serve the rest.
+    """
+
+    def __init__(self, solo: Any | None, shared: list[Any]) -> None:
+        if not shared:
+            raise ValueError("a runner pool needs at least one shared runner")
+        self._solo = solo
+        self._shared: queue.Queue[Any] = queue.Queue()
+        for runner in shared:
+            self._shared.put(runner)
+        self._lock = threading.Lock()
+        self._busy = 0  # requests holding or waiting for a runner
+        self.solo_runs = 0  # what the tests watch
+
+    @contextmanager
+    def lend(self) -> Iterator[Any]:
+        with self._lock:
+            solo = self._solo is not None and self._busy == 0
+            self._busy += 1
+            if solo:
+                self.solo_runs += 1
+        runner = self._solo if solo else self._shared.get()
+        try:
+            yield runner
+        finally:
+            if not solo:
+                self._shared.put(runner)
+            with self._lock:
+                self._busy -= 1
+
+
 class TFLitePredictor:
-    """``model.tflite`` on ai-edge-litert, a pool of interpreters, one thread each at a time."""
+    """``model.tflite`` on ai-edge-litert: ``interpreters`` of ``threads`` threads each,
+    plus, with ``solo_threads``, one interpreter on that many for a request alone."""
 
     runtime = "tflite"
 
-    def __init__(self, path: Path, *, interpreters: int = 1, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        interpreters: int = 1,
+        threads: int | None = None,
+        solo_threads: int = 0,
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional dep
 
         content = Path(path).read_bytes()
-        self._pool: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, interpreters)):
-            interpreter = Interpreter(model_content=content, num_threads=threads)
+
+        def runner(num_threads: int | None) -> Any:
+            interpreter = Interpreter(model_content=content, num_threads=num_threads)
             try:
-                runner = interpreter.get_signature_runner(SIGNATURE)
+                return interpreter.get_signature_runner(SIGNATURE)
             except ValueError as exc:
                 raise ArtifactError(f"{path} has no '{SIGNATURE}' signature") from exc
-            self._pool.put(runner)
-        details = runner.get_input_details().get(INPUT_NAME)
+
+        shared = [runner(threads) for _ in range(max(1, interpreters))]
+        self._pool = RunnerPool(runner(solo_threads) if solo_threads else None, shared)
+        details = shared[0].get_input_details().get(INPUT_NAME)
         if details is None:
             raise ArtifactError(f"{path}: signature '{SIGNATURE}' has no input '{INPUT_NAME}'")
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in details["shape_signature"][1:])
 
-    @contextmanager
-    def _runner(self) -> Iterator[Any]:
-        runner = self._pool.get()
-        try:
-            yield runner
-        finally:
-            self._pool.put(runner)
-
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One image per invoke: the interpreter keeps its batch-1 buffers (no realloc)."""
         rows: dict[str, list[np.ndarray]] = {}
-        with self._runner() as runner:
+        with self._pool.lend() as runner:
             for i in range(len(images)):
                 for name, out in runner(**{INPUT_NAME: images[i : i + 1]}).items():
                     rows.setdefault(name, []).append(np.array(out, dtype=np.float32, copy=True))
@@ -107,15 +148,21 @@ class OpenVINOPredictor:
     """``model.tflite`` on OpenVINO's CPU plugin, which reads the TFLite flat buffer itself.
 
     The graph is the same file the TFLite runtime runs (no conversion step, no second
-    artefact); in float32 its answers agree with TFLite's to about 1e-4. Its input keeps
-    a free batch dimension, so several requests can run as one batch
-    (:class:`service.batching.BatchingPredictor`). ``streams`` > 1 runs that many
-    inferences at once, the threads shared between them. The output names come from the
-    TFLite file's own signature (OpenVINO names outputs by tensor, not by signature key).
+    artefact); in float32 its answers agree with TFLite's to about 1e-4. ``streams``
+    inferences of ``threads`` threads each run at once (OpenVINO's streams), plus, with
+    ``solo_threads``, a second compilation on that many threads for a request alone
+    (:class:`RunnerPool`). The output names come from the TFLite file's own signature
+    (OpenVINO names outputs by tensor, not by signature key).
     """
 
     def __init__(
-        self, path: Path, *, streams: int = 1, threads: int | None = None, precision: str = "f32"
+        self,
+        path: Path,
+        *,
+        streams: int = 1,
+        threads: int | None = None,
+        solo_threads: int = 0,
+        precision: str = "f32",
     ) -> None:
         import openvino as ov  # noqa: PLC0415 - optional dep
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional dep
@@ -130,39 +177,48 @@ class OpenVINOPredictor:
         if precision == "bf16" and "BF16" not in capabilities:
             self.precision = "f32"  # OpenVINO would silently run float32 anyway: say so
         self.runtime = f"openvino-{self.precision}"
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision}
-        if streams > 1:
-            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
-        else:
-            config["PERFORMANCE_HINT"] = "LATENCY"
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        model = core.read_model(str(path))
+        streams = max(1, streams)
+        shared = core.compile_model(
+            model,
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": self.precision,
+                "NUM_STREAMS": streams,
+                "INFERENCE_NUM_THREADS": streams * (threads or 1),
+            },
+        )
         self._names = []
-        for output in compiled.outputs:
+        for output in shared.outputs:
             names = output.get_names() & by_tensor.keys()
             if not names:
                 raise ArtifactError(
                     f"{path}: OpenVINO's output {output.get_any_name()} is not in the signature"
                 )
             self._names.append(by_tensor[names.pop()])
-        self._pool: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, streams)):
-            self._pool.put(compiled.create_infer_request())
-        shape = compiled.inputs[0].get_partial_shape()
+        solo = None
+        if solo_threads:
+            solo = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_PRECISION_HINT": self.precision,
+                    "PERFORMANCE_HINT": "LATENCY",
+                    "INFERENCE_NUM_THREADS": solo_threads,
+                },
+            ).create_infer_request()
+        self._pool = RunnerPool(solo, [shared.create_infer_request() for _ in range(streams)])
+        shape = shared.inputs[0].get_partial_shape()
         self.input_shape = tuple(int(d.get_length()) for d in list(shape)[1:])
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The whole batch in one inference."""
-        request = self._pool.get()
-        try:
+        with self._pool.lend() as request:
             request.infer({0: np.ascontiguousarray(images, np.float32)})
             return {
                 name: np.array(request.get_output_tensor(i).data, np.float32, copy=True)
                 for i, name in enumerate(self._names)
             }
-        finally:
-            self._pool.put(request)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.run(images)[OUTPUT_NAME]
@@ -200,6 +256,7 @@ def load_predictor(
     *,
     interpreters: int = 1,
     threads: int | None = None,
+    solo_threads: int = 0,
     runtime: str = "auto",
     precision: str = "f32",
 ) -> Predictor:
@@ -215,10 +272,18 @@ def load_predictor(
     version_path = Path(version_path)
     tflite = version_path / TFLITE_FILE
     if runtime == "openvino":
-        return _load_openvino(tflite, streams=interpreters, threads=threads, precision=precision)
+        return _load_openvino(
+            tflite,
+            streams=interpreters,
+            threads=threads,
+            solo_threads=solo_threads,
+            precision=precision,
+        )
     if runtime != "saved_model" and tflite.is_file():
         try:
-            return TFLitePredictor(tflite, interpreters=interpreters, threads=threads)
+            return TFLitePredictor(
+                tflite, interpreters=interpreters, threads=threads, solo_threads=solo_threads
+            )
         except ArtifactError:
             raise
         except (ValueError, RuntimeError, OSError) as exc:
@@ -248,7 +313,9 @@ def load_predictor(
     raise ArtifactError(f"{version_path} holds neither {TFLITE_FILE} nor {SAVED_MODEL_FILE}")
 
 
-def _load_openvino(tflite: Path, *, streams: int, threads: int | None, precision: str) -> Predictor:
+def _load_openvino(
+    tflite: Path, *, streams: int, threads: int | None, solo_threads: int, precision: str
+) -> Predictor:
     """``BONEFRAC_RUNTIME=openvino``: the version's ``model.tflite`` on OpenVINO."""
     if not tflite.is_file():
         raise ArtifactError(
@@ -256,7 +323,13 @@ def _load_openvino(tflite: Path, *, streams: int, threads: int | None, precision
             "(BONEFRAC_RUNTIME=openvino). Re-export it with the trainer"
         )
     try:
-        return OpenVINOPredictor(tflite, streams=streams, threads=threads, precision=precision)
+        return OpenVINOPredictor(
+            tflite,
+            streams=streams,
+            threads=threads,
+            solo_threads=solo_threads,
+            precision=precision,
+        )
     except ImportError as exc:
         raise ArtifactError(
             "BONEFRAC_RUNTIME=openvino needs OpenVINO, and it is not installed "

@@ -79,13 +79,6 @@ class Settings(BaseSettings):
         "with AMX or AVX-512 BF16 and changes answers slightly (docs/service.md); a CPU "
         "without it runs f32. The other runtimes run f32 only",
     )
-    max_batch: int = Field(
-        8,
-        ge=1,
-        description="OpenVINO runtime: images of requests that queued while the model ran "
-        "go through it together, up to this many (1: never batch); nothing waits for a "
-        "batch to fill",
-    )
     header_timeout_s: float = Field(
         10.0,
         gt=0.0,
@@ -114,10 +107,19 @@ class Settings(BaseSettings):
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
     )
     interpreters: int = Field(
-        1, ge=1, description="TFLite interpreters (requests inferred at the same time)"
+        default_factory=_cpu_count,
+        ge=1,
+        description="Inferences running at once under load (TFLite interpreters, OpenVINO "
+        "streams), each on inference_threads threads",
     )
     inference_threads: int = Field(
-        default_factory=_cpu_count, ge=1, description="CPU threads used by each interpreter"
+        1, ge=1, description="CPU threads of each of those (one: no waiting between threads)"
+    )
+    solo_threads: int = Field(
+        default_factory=_cpu_count,
+        ge=0,
+        description="Threads of the extra interpreter a request runs on when no other "
+        "inference is running (the lowest latency for a lone request); 0: none",
     )
     host: str = Field("127.0.0.1", description="Default address for python -m service")
     port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")

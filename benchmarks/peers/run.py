@@ -8,10 +8,11 @@ runs in turn on 127.0.0.1, started from its own virtual environment
 keep-alive connection per client thread) and the same number of requests:
 
 ============  ==================================================================
-bonefrac      ``python -m service`` (this project), its defaults: one TFLite
-              interpreter on all cores, FastAPI + uvicorn, multipart ``/predict``
+bonefrac      ``python -m service`` (this project), its defaults: a TFLite
+              interpreter on all cores for a request alone, one single-threaded
+              interpreter per core under load; FastAPI + uvicorn, multipart ``/predict``
 bonefrac-     the same with ``BONEFRAC_RUNTIME=openvino``: the same ``model.tflite``
-openvino      on OpenVINO in float32, requests that queue batched together
+openvino      on OpenVINO in float32 (streams instead of interpreters)
 bonefrac-     the same with ``BONEFRAC_INFERENCE_PRECISION=bf16`` too (AMX; its
 bf16          answers are rounded, so its check allows 0.1, not 1e-4)
 bentoml       ``bentoml serve``: 2 workers (one per core), adaptive batching,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -166,22 +167,88 @@ def test_bf16_is_refused_for_a_runtime_that_runs_float32_only():
 
     with pytest.raises(ValidationError, match="BONEFRAC_RUNTIME=openvino"):
         Settings(runtime="tflite", inference_precision="bf16")
-    assert Settings(runtime="openvino", inference_precision="bf16").max_batch == 8
+    assert Settings(runtime="openvino", inference_precision="bf16").runtime == "openvino"
 
 
-def test_service_on_openvino_batches_concurrent_requests_and_answers_as_tflite(
-    tiny_models_dir, make_settings
-):
+class Runner:
+    """Stands in for an interpreter: records who ran, and can hold the first run."""
+
+    def __init__(self, name: str, log: list[str], hold: threading.Event | None = None) -> None:
+        self.name, self.log, self.hold = name, log, hold
+        self.started = threading.Event()
+
+    def __call__(self) -> None:
+        self.log.append(self.name)
+        self.started.set()
+        if self.hold is not None:
+            assert self.hold.wait(30)
+
+
+def test_a_lone_request_gets_the_solo_runner_and_concurrent_ones_the_shared():
+    from service.runtime import RunnerPool
+
+    log: list[str] = []
+    release = threading.Event()
+    solo = Runner("solo", log, hold=release)
+    pool = RunnerPool(solo, [Runner("shared-1", log), Runner("shared-2", log)])
+
+    def run() -> None:
+        with pool.lend() as runner:
+            runner()
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert solo.started.wait(30)  # the first request, alone, runs on the solo runner
+    others = [threading.Thread(target=run) for _ in range(4)]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join(30)  # they finish while the solo runner is still held
+    assert len(log) == 5
+    assert set(log[1:]) <= {"shared-1", "shared-2"}  # never the held solo runner
+    release.set()
+    first.join(30)
+    with pool.lend() as runner:  # idle again: the solo runner
+        assert runner is solo
+    assert pool.solo_runs == 2
+
+
+def test_without_a_solo_runner_every_request_gets_a_shared_one():
+    from service.runtime import RunnerPool
+
+    shared = [Runner("shared", [])]
+    pool = RunnerPool(None, shared)
+    with pool.lend() as runner:
+        assert runner is shared[0]
+    assert pool.solo_runs == 0
+    with pytest.raises(ValueError, match="at least one shared"):
+        RunnerPool(object(), [])
+
+
+def test_the_default_tflite_pool_answers_alike_on_solo_and_shared_runners(version_dir, inputs):
+    predictor = TFLitePredictor(
+        version_dir / "model.tflite", interpreters=2, threads=1, solo_threads=2
+    )
+    alone = predictor.run(inputs)  # nothing else running: the solo interpreter
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: predictor.run(inputs), range(24)))
+
+    for result in results:
+        for name, expected in alone.items():
+            np.testing.assert_allclose(result[name], expected, rtol=0, atol=1e-5)
+
+
+def test_service_on_openvino_answers_as_on_tflite(tiny_models_dir, make_settings):
     pytest.importorskip("openvino")
     from fastapi.testclient import TestClient
     from support.sample_images import encode
 
     from service.app import create_app
-    from service.batching import BatchingPredictor
 
     uploads = [encode("PNG", "L", seed=i) for i in range(6)]
 
-    def answers(**settings: object) -> tuple[list[list[float]], object]:
+    def answers(**settings: object) -> tuple[list[list[dict]], dict]:
         app = create_app(make_settings(tiny_models_dir, **settings))
         with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
             replies = list(
@@ -193,14 +260,12 @@ def test_service_on_openvino_batches_concurrent_requests_and_answers_as_tflite(
                 )
             )
             models = client.get("/models").json()
-            predictor = app.state.registry.current.predictor
         assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
-        return [r.json()["probabilities"] for r in replies], (models, predictor)
+        return [r.json()["probabilities"] for r in replies], models
 
     expected, _ = answers(runtime="tflite")
-    got, (models, predictor) = answers(runtime="openvino")
+    got, models = answers(runtime="openvino")
 
-    assert isinstance(predictor, BatchingPredictor)
     assert "openvino-f32" in str(models)
     for one, other in zip(got, expected, strict=True):
         assert [p["label"] for p in one] == [p["label"] for p in other]
