@@ -107,19 +107,20 @@ class Settings(BaseSettings):
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
     )
     interpreters: int = Field(
-        default_factory=_cpu_count,
+        1,
         ge=1,
-        description="Inferences running at once under load (TFLite interpreters, OpenVINO "
-        "streams), each on inference_threads threads",
+        description="Inferences running at once (TFLite interpreters, OpenVINO streams), "
+        "each on inference_threads threads",
     )
     inference_threads: int = Field(
-        1, ge=1, description="CPU threads of each of those (one: no waiting between threads)"
+        default_factory=_cpu_count, ge=1, description="CPU threads of each of those"
     )
     solo_threads: int = Field(
-        default_factory=_cpu_count,
+        0,
         ge=0,
-        description="Threads of the extra interpreter a request runs on when no other "
-        "inference is running (the lowest latency for a lone request); 0: none",
+        description="Threads of one more interpreter, used by a request that finds no other "
+        "inference running; 0: none. With interpreters = the CPU count and "
+        "inference_threads = 1, the most images per second under load (docs/service.md)",
     )
     host: str = Field("127.0.0.1", description="Default address for python -m service")
     port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")

@@ -8,10 +8,12 @@ runs in turn on 127.0.0.1, started from its own virtual environment
 keep-alive connection per client thread) and the same number of requests:
 
 ============  ==================================================================
-bonefrac      ``python -m service`` (this project), its defaults: a TFLite
-              interpreter on all cores for a request alone, one single-threaded
-              interpreter per core under load; FastAPI + uvicorn, multipart ``/predict``
-bonefrac-     the same with ``BONEFRAC_RUNTIME=openvino``: the same ``model.tflite``
+bonefrac      ``python -m service`` (this project), its defaults: one TFLite
+              interpreter on all cores, FastAPI + uvicorn, multipart ``/predict``
+bonefrac-     the same with the runner pool (``POOL``): one single-threaded
+pool          interpreter per core under load, a solo one on all cores for a
+              request alone
+bonefrac-     the pool with ``BONEFRAC_RUNTIME=openvino``: the same ``model.tflite``
 openvino      on OpenVINO in float32 (streams instead of interpreters)
 bonefrac-     the same with ``BONEFRAC_INFERENCE_PRECISION=bf16`` too (AMX; its
 bf16          answers are rounded, so its check allows 0.1, not 1e-4)
@@ -199,6 +201,15 @@ class Server:
         return self.venv / "bin/python"
 
 
+#: bonefrac's settings for throughput under load: a single-threaded runner per core, and a
+#: solo one on every core for a request alone (service.runtime.RunnerPool).
+POOL = {
+    "BONEFRAC_INTERPRETERS": str(len(os.sched_getaffinity(0))),
+    "BONEFRAC_INFERENCE_THREADS": "1",
+    "BONEFRAC_SOLO_THREADS": str(len(os.sched_getaffinity(0))),
+}
+
+
 def _bonefrac(name: str, env: dict[str, str], tolerance: float = 1e-4) -> Server:
     return Server(
         name,
@@ -216,10 +227,13 @@ def _bonefrac(name: str, env: dict[str, str], tolerance: float = 1e-4) -> Server
 def servers() -> dict[str, Server]:
     return {
         "bonefrac": _bonefrac("bonefrac", {}),
-        "bonefrac-openvino": _bonefrac("bonefrac-openvino", {"BONEFRAC_RUNTIME": "openvino"}),
+        "bonefrac-pool": _bonefrac("bonefrac-pool", POOL),
+        "bonefrac-openvino": _bonefrac(
+            "bonefrac-openvino", {**POOL, "BONEFRAC_RUNTIME": "openvino"}
+        ),
         "bonefrac-bf16": _bonefrac(
             "bonefrac-bf16",
-            {"BONEFRAC_RUNTIME": "openvino", "BONEFRAC_INFERENCE_PRECISION": "bf16"},
+            {**POOL, "BONEFRAC_RUNTIME": "openvino", "BONEFRAC_INFERENCE_PRECISION": "bf16"},
             tolerance=0.1,
         ),
         "bentoml": Server(

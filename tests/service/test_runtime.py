@@ -225,7 +225,7 @@ def test_without_a_solo_runner_every_request_gets_a_shared_one():
         RunnerPool(object(), [])
 
 
-def test_the_default_tflite_pool_answers_alike_on_solo_and_shared_runners(version_dir, inputs):
+def test_a_tflite_pool_answers_alike_on_solo_and_shared_runners(version_dir, inputs):
     predictor = TFLitePredictor(
         version_dir / "model.tflite", interpreters=2, threads=1, solo_threads=2
     )
