@@ -23,8 +23,9 @@ builder) and timed on the same cores in the same run:
 6. **OpenVINO**: the service's own predictors (``service.runtime``) on the same
    ``model.tflite``: LiteRT float32 against OpenVINO float32 and bf16, alternated at
    batch 1; OpenVINO's time per image in batches of 1-8; 1 and 8 client threads through
-   the service's runner pools (one interpreter on both cores, two on one core each, and
-   the default: two on one core plus a solo one on both, for LiteRT and OpenVINO); top-1
+   the service's runner pools (one interpreter on both cores, the default; two on one
+   core each; and the pool setting: two on one core plus a solo one on both, for LiteRT
+   and OpenVINO); top-1
    agreement with LiteRT (the accuracy in grouped
    cross-validation is ``experiments/runtime_precision.py``'s). ``--skip-int8
    --skip-mirror`` leaves only this part (no TensorFlow needed).
@@ -205,11 +206,11 @@ def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
 
     print("\n1 and 8 concurrent clients through the service's predictors, images/s")
     pools = {
-        "litert 1 interpreter x 2 threads (the old default)": TFLitePredictor(
+        "litert 1 interpreter x 2 threads (the default)": TFLitePredictor(
             tflite_file, interpreters=1, threads=2
         ),
         "litert 2 x 1 thread": TFLitePredictor(tflite_file, interpreters=2, threads=1),
-        "litert 2 x 1 + solo 2 threads (the default)": TFLitePredictor(
+        "litert 2 x 1 + solo 2 threads (the pool setting)": TFLitePredictor(
             tflite_file, interpreters=2, threads=1, solo_threads=2
         ),
         "openvino f32 2 streams x 1 + solo 2": OpenVINOPredictor(
