@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import io
 import os
-import queue
 import statistics
 import sys
 import tempfile
@@ -132,29 +131,19 @@ def int8_model(version: Path, calibration: np.ndarray, cache: Path) -> bytes:
 
 
 def throughput(content: bytes, interpreters: int, threads: int, images: np.ndarray) -> float:
-    """Images per second from 8 client threads sharing a pool of interpreters."""
-    pool: queue.Queue = queue.Queue()
-    for _ in range(interpreters):
-        pool.put(interpreter(content, threads))
-    per_client = max(2, len(images) // 8)
+    """Images per second from 8 client threads sharing a pool of interpreters (the
+    service's own :class:`service.runtime.RunnerPool`, through :func:`clients_rate`)."""
+    from service.runtime import RunnerPool  # noqa: PLC0415
 
-    def client(index: int) -> None:
-        for i in range(per_client):
-            interp = pool.get()
-            try:
-                detail = interp.get_input_details()[0]
-                interp.set_tensor(detail["index"], images[(index + i) % len(images)][np.newaxis])
+    pool = RunnerPool(None, [interpreter(content, threads) for _ in range(interpreters)])
+
+    class Pooled:
+        def run(self, pixels: np.ndarray) -> None:
+            with pool.lend() as interp:
+                interp.set_tensor(interp.get_input_details()[0]["index"], pixels)
                 interp.invoke()
-            finally:
-                pool.put(interp)
 
-    threads_ = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    start = time.perf_counter()
-    for t in threads_:
-        t.start()
-    for t in threads_:
-        t.join()
-    return 8 * per_client / (time.perf_counter() - start)
+    return clients_rate(Pooled(), images)
 
 
 def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:

@@ -51,6 +51,7 @@ from modelio import contract
 from modelio.artifact import read_metadata
 from modelio.images import InputSpec
 from trainer import data
+from trainer.calibration import softmax
 from trainer.detection_data import find_coco, fractured_labels, load_outlines
 from trainer.fracture_heads import FractureHeads, fit_fracture_heads
 from trainer.fracture_metrics import auc, nested_operating_points
@@ -121,7 +122,7 @@ def features(
     )
 
 
-def _check(metadata: dict[str, Any], arrays: dict[str, np.ndarray], got: dict[str, Any]) -> None:
+def _check(arrays: dict[str, np.ndarray], got: dict[str, Any]) -> None:
     """The float32 features through the shipped heads give the graph's own answers."""
     head = LinearHead(
         arrays["head_mean"],
@@ -131,9 +132,7 @@ def _check(metadata: dict[str, Any], arrays: dict[str, np.ndarray], got: dict[st
         float(arrays["head_c"]),
     )
     fracture = FractureHeads.from_arrays(arrays)
-    logits = head.logits(got["pooled"].astype(np.float64)) / float(arrays["temperature"])
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs = softmax(head.logits(got["pooled"].astype(np.float64)), float(arrays["temperature"]))
     fp, _ = fracture.answer(got["pooled"].astype(np.float64), got["cells"])
     graph = dict(zip(got["names"], got["answers"], strict=True))
     by_shape = {a.shape: a for a in graph.values()}
@@ -147,7 +146,7 @@ def _check(metadata: dict[str, Any], arrays: dict[str, np.ndarray], got: dict[st
         raise SystemExit("the read-out features are not the ones the heads read")
 
 
-def load_set(root: Path, spec: InputSpec, cache: Path | None, name: str) -> data.LoadedDataset:
+def load_set(root: Path, spec: InputSpec, name: str) -> data.LoadedDataset:
     started = time.monotonic()
     dataset = data.load(data.discover(root), spec)
     print(f"{name}: {len(dataset.labels)} radiographs loaded in {time.monotonic() - started:.0f} s")
@@ -280,15 +279,15 @@ def main() -> None:
 
     if args.skip_types:
         args.seeds = []
-    types = load_set(args.types, spec, args.cache, "types")
+    types = load_set(args.types, spec, "types")
     tfeats = extract(args.model, types, pooled_size, args.cache, "types")
     if "answers" in tfeats["f32"]:
-        _check(metadata, arrays, {**tfeats["f32"], "cells": tfeats["f32"]["cells"]})
+        _check(arrays, tfeats["f32"])
     result["type"] = {str(s): type_cv(types, tfeats, s) for s in args.seeds}
     print(json.dumps(result["type"], indent=1), flush=True)
     del types, tfeats
 
-    fractures = load_set(args.fractures, spec, args.cache, "fractures")
+    fractures = load_set(args.fractures, spec, "fractures")
     coco = find_coco(args.fractures)
     assert coco is not None
     ffeats = extract(args.model, fractures, pooled_size, args.cache, "fractures")

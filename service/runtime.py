@@ -173,18 +173,17 @@ class OpenVINOPredictor:
         signature = Interpreter(model_path=str(path)).get_signature_runner(SIGNATURE)
         by_tensor = {d["name"]: key for key, d in signature.get_output_details().items()}
         core = ov.Core()
-        self.precision = precision
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if precision == "bf16" and "BF16" not in capabilities:
-            self.precision = "f32"  # OpenVINO would silently run float32 anyway: say so
-        self.runtime = f"openvino-{self.precision}"
+            precision = "f32"  # OpenVINO would silently run float32 anyway: say so
+        self.runtime = f"openvino-{precision}"
         model = core.read_model(str(path))
         streams = max(1, streams)
         shared = core.compile_model(
             model,
             "CPU",
             {
-                "INFERENCE_PRECISION_HINT": self.precision,
+                "INFERENCE_PRECISION_HINT": precision,
                 "NUM_STREAMS": streams,
                 "INFERENCE_NUM_THREADS": streams * (threads or 1),
             },
@@ -203,7 +202,7 @@ class OpenVINOPredictor:
                 model,
                 "CPU",
                 {
-                    "INFERENCE_PRECISION_HINT": self.precision,
+                    "INFERENCE_PRECISION_HINT": precision,
                     "PERFORMANCE_HINT": "LATENCY",
                     "INFERENCE_NUM_THREADS": solo_threads,
                 },

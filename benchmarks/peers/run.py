@@ -10,7 +10,7 @@ keep-alive connection per client thread) and the same number of requests:
 ============  ==================================================================
 bonefrac      ``python -m service`` (this project), its defaults: one TFLite
               interpreter on all cores, FastAPI + uvicorn, multipart ``/predict``
-bonefrac-     the same with the runner pool (``POOL``): one single-threaded
+bonefrac-     the same with the runner pool (``pool_env``): one single-threaded
 pool          interpreter per core under load, a solo one on all cores for a
               request alone
 bonefrac-     the pool with ``BONEFRAC_RUNTIME=openvino``: the same ``model.tflite``
@@ -201,13 +201,15 @@ class Server:
         return self.venv / "bin/python"
 
 
-#: bonefrac's settings for throughput under load: a single-threaded runner per core, and a
-#: solo one on every core for a request alone (service.runtime.RunnerPool).
-POOL = {
-    "BONEFRAC_INTERPRETERS": str(len(os.sched_getaffinity(0))),
-    "BONEFRAC_INFERENCE_THREADS": "1",
-    "BONEFRAC_SOLO_THREADS": str(len(os.sched_getaffinity(0))),
-}
+def pool_env() -> dict[str, str]:
+    """bonefrac's settings for throughput under load: a single-threaded runner per core,
+    and a solo one on every core for a request alone (service.runtime.RunnerPool)."""
+    cores = str(len(os.sched_getaffinity(0)))
+    return {
+        "BONEFRAC_INTERPRETERS": cores,
+        "BONEFRAC_INFERENCE_THREADS": "1",
+        "BONEFRAC_SOLO_THREADS": cores,
+    }
 
 
 def _bonefrac(name: str, env: dict[str, str], tolerance: float = 1e-4) -> Server:
@@ -225,15 +227,16 @@ def _bonefrac(name: str, env: dict[str, str], tolerance: float = 1e-4) -> Server
 
 
 def servers() -> dict[str, Server]:
+    pool = pool_env()
     return {
         "bonefrac": _bonefrac("bonefrac", {}),
-        "bonefrac-pool": _bonefrac("bonefrac-pool", POOL),
+        "bonefrac-pool": _bonefrac("bonefrac-pool", pool),
         "bonefrac-openvino": _bonefrac(
-            "bonefrac-openvino", {**POOL, "BONEFRAC_RUNTIME": "openvino"}
+            "bonefrac-openvino", {**pool, "BONEFRAC_RUNTIME": "openvino"}
         ),
         "bonefrac-bf16": _bonefrac(
             "bonefrac-bf16",
-            {**POOL, "BONEFRAC_RUNTIME": "openvino", "BONEFRAC_INFERENCE_PRECISION": "bf16"},
+            {**pool, "BONEFRAC_RUNTIME": "openvino", "BONEFRAC_INFERENCE_PRECISION": "bf16"},
             tolerance=0.1,
         ),
         "bentoml": Server(
