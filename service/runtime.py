@@ -1,28 +1,26 @@
 """Runtimes that turn a batch of preprocessed images into class probabilities.
 
 The exported version holds the same model twice: ``model.tflite`` and a SavedModel. The
-TFLite flat buffer on ai-edge-litert is the fast path (2-3x the SavedModel signature on
-CPU, same outputs to ~1e-8, and no TensorFlow needed). The SavedModel is the fallback
-for a version without a TFLite file, used only when the settings ask for it
-(``BONEFRAC_RUNTIME=auto`` or ``saved_model``) and TensorFlow is installed.
+TFLite flat buffer is the fast path (2-3x the SavedModel signature on CPU, same outputs
+to ~1e-8, and no TensorFlow needed), run by OpenVINO's CPU plugin, which reads the flat
+buffer itself, or by ai-edge-litert (LiteRT): the same answers to 1e-4, and OpenVINO, the
+default when installed, spends less CPU per image on the shipped model (docs/service.md,
+"More images per second"). The SavedModel is the fallback for a version without a TFLite
+file, used only when the settings ask for it (``BONEFRAC_RUNTIME=auto`` or
+``saved_model``) and TensorFlow is installed.
 
 Neither a TFLite interpreter nor an OpenVINO infer request is thread-safe, so each
-predictor lends its runners through a :class:`RunnerPool`. By default that is one runner
-on every core, one request at a time: the lowest latency for one client. For throughput
-under load, ``BONEFRAC_INTERPRETERS`` = the CPU count with ``BONEFRAC_INFERENCE_THREADS``
-= 1 gives one single-threaded runner per core (no barrier between threads to wait at),
-and ``BONEFRAC_SOLO_THREADS`` adds a runner on every core that a request finding no
-other inference running gets. Measured on the shipped model on 2 cores
-(docs/service.md, "More images per second"): that pool served 18 % more requests per
-second at 8 clients and took 10 % longer for one client, with 140 MiB more memory, so it
-is a setting, not the default.
+predictor lends its runners through a :class:`RunnerPool`. By default it holds one
+single-threaded runner per core for requests under load (no barrier between threads to
+wait at: the most images per second) and one runner on every core for a request that
+finds no other inference running (the lowest latency for one client).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +90,20 @@ class RunnerPool:
                 self._busy -= 1
 
 
+def one_by_one(
+    images: np.ndarray, infer: Callable[[np.ndarray], Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Every output of ``infer`` over ``images`` fed one ``(1, H, W, C)`` image at a time,
+    copied out of the runtime's buffers and stacked in order."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for i in range(len(images)):
+        for name, out in infer(images[i : i + 1]).items():
+            rows.setdefault(name, []).append(np.array(out, dtype=np.float32, copy=True))
+    if not rows:
+        return {OUTPUT_NAME: np.zeros((0, 0), np.float32)}
+    return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+
 class TFLitePredictor:
     """``model.tflite`` on ai-edge-litert: ``interpreters`` of ``threads`` threads each,
     plus, with ``solo_threads``, one interpreter on that many for a request alone."""
@@ -126,14 +138,8 @@ class TFLitePredictor:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """One image per invoke: the interpreter keeps its batch-1 buffers (no realloc)."""
-        rows: dict[str, list[np.ndarray]] = {}
         with self._pool.lend() as runner:
-            for i in range(len(images)):
-                for name, out in runner(**{INPUT_NAME: images[i : i + 1]}).items():
-                    rows.setdefault(name, []).append(np.array(out, dtype=np.float32, copy=True))
-        if not rows:
-            return {OUTPUT_NAME: np.zeros((0, 0), np.float32)}
-        return {name: np.concatenate(parts) for name, parts in rows.items()}
+            return one_by_one(images, lambda image: runner(**{INPUT_NAME: image}))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.run(images)[OUTPUT_NAME]
@@ -149,7 +155,11 @@ class OpenVINOPredictor:
     """``model.tflite`` on OpenVINO's CPU plugin, which reads the TFLite flat buffer itself.
 
     The graph is the same file the TFLite runtime runs (no conversion step, no second
-    artefact); in float32 its answers agree with TFLite's to about 1e-4. ``streams``
+    artefact); in float32 its answers agree with TFLite's to about 1e-4. It is compiled
+    for one image of a fixed size, as the TFLite interpreters are run: with the batch
+    left dynamic (as the file declares it) the CPU plugin re-plans every inference and
+    fuses less, which cost 11 % more CPU per image in float32 and 28 % in bf16 on the
+    shipped model (docs/service.md, "More images per second"). ``streams``
     inferences of ``threads`` threads each run at once (OpenVINO's streams), plus, with
     ``solo_threads``, a second compilation on that many threads for a request alone
     (:class:`RunnerPool`). The output names come from the TFLite file's own signature
@@ -178,6 +188,7 @@ class OpenVINOPredictor:
             precision = "f32"  # OpenVINO would silently run float32 anyway: say so
         self.runtime = f"openvino-{precision}"
         model = core.read_model(str(path))
+        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
         streams = max(1, streams)
         shared = core.compile_model(
             model,
@@ -212,13 +223,16 @@ class OpenVINOPredictor:
         self.input_shape = tuple(int(d.get_length()) for d in list(shape)[1:])
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The whole batch in one inference."""
+        """One image per inference, on the graph compiled for one."""
+
         with self._pool.lend() as request:
-            request.infer({0: np.ascontiguousarray(images, np.float32)})
-            return {
-                name: np.array(request.get_output_tensor(i).data, np.float32, copy=True)
-                for i, name in enumerate(self._names)
-            }
+
+            def infer(image: np.ndarray) -> dict[str, np.ndarray]:
+                request.infer({0: np.ascontiguousarray(image, np.float32)})
+                outputs = enumerate(self._names)
+                return {name: request.get_output_tensor(i).data for i, name in outputs}
+
+            return one_by_one(images, infer)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.run(images)[OUTPUT_NAME]
@@ -333,7 +347,7 @@ def _load_openvino(
     except ImportError as exc:
         raise ArtifactError(
             "BONEFRAC_RUNTIME=openvino needs OpenVINO, and it is not installed "
-            "(pip install 'bonefrac[openvino]')"
+            "(the service extra installs it: pip install 'bonefrac[service]')"
         ) from exc
     except ArtifactError:
         raise

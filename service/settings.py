@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -18,6 +19,16 @@ from service.records.db import DEFAULT_RECORDS_DIR
 
 def _cpu_count() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def _default_runtime() -> Literal["openvino", "tflite"]:
+    """OpenVINO when it is installed (the service extra installs it), else LiteRT.
+
+    Both run the same ``model.tflite`` with the same answers (1e-4); OpenVINO's CPU
+    plugin spends less CPU per image on the shipped model (docs/service.md, "More images
+    per second"). Looked up, not imported: the import costs a second and memory.
+    """
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "tflite"
 
 
 class Settings(BaseSettings):
@@ -68,10 +79,11 @@ class Settings(BaseSettings):
         "X-API-Key header",
     )
     runtime: Literal["tflite", "openvino", "saved_model", "auto"] = Field(
-        "tflite",
-        description="Which file of a version runs, and on what: model.tflite on LiteRT "
-        "(no TensorFlow), model.tflite on OpenVINO (the openvino extra), the SavedModel "
-        "(imports TensorFlow), or auto (TFLite, else the SavedModel)",
+        default_factory=_default_runtime,
+        description="Which file of a version runs, and on what: model.tflite on OpenVINO "
+        "(the default when installed), model.tflite on LiteRT (the default otherwise), the "
+        "SavedModel (imports TensorFlow), or auto (model.tflite on LiteRT, else the "
+        "SavedModel). No TensorFlow unless saved_model or auto is chosen",
     )
     inference_precision: Literal["f32", "bf16"] = Field(
         "f32",
@@ -107,20 +119,19 @@ class Settings(BaseSettings):
         default_factory=list, description="Allowed CORS origins, comma separated; empty: no CORS"
     )
     interpreters: int = Field(
-        1,
+        default_factory=_cpu_count,
         ge=1,
-        description="Inferences running at once (TFLite interpreters, OpenVINO streams), "
-        "each on inference_threads threads",
+        description="Inferences running at once under load (TFLite interpreters, OpenVINO "
+        "streams), each on inference_threads threads; default: one per CPU",
     )
-    inference_threads: int = Field(
-        default_factory=_cpu_count, ge=1, description="CPU threads of each of those"
-    )
+    inference_threads: int = Field(1, ge=1, description="CPU threads of each of those")
     solo_threads: int = Field(
-        0,
+        default_factory=_cpu_count,
         ge=0,
         description="Threads of one more interpreter, used by a request that finds no other "
-        "inference running; 0: none. With interpreters = the CPU count and "
-        "inference_threads = 1, the most images per second under load (docs/service.md)",
+        "inference running, so a lone request runs on every core; default: the CPU count; "
+        "0: none. In a container, set these three to the CPUs it is given (the CPU count "
+        "seen is the machine's)",
     )
     host: str = Field("127.0.0.1", description="Default address for python -m service")
     port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")
@@ -176,8 +187,10 @@ class Settings(BaseSettings):
         """bf16 asked of a runtime that only runs float32 is a mistake to say, not ignore."""
         if self.inference_precision != "f32" and self.runtime != "openvino":
             raise ValueError(
-                f"BONEFRAC_INFERENCE_PRECISION={self.inference_precision} needs "
-                f"BONEFRAC_RUNTIME=openvino (the {self.runtime} runtime runs f32 only)"
+                f"BONEFRAC_INFERENCE_PRECISION={self.inference_precision} needs the "
+                f"openvino runtime (the {self.runtime} runtime runs f32 only): install "
+                "OpenVINO (the service extra does) and leave BONEFRAC_RUNTIME unset or "
+                "set it to openvino"
             )
         return self
 

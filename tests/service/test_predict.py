@@ -145,7 +145,7 @@ def test_models_lists_versions_and_the_served_metadata(client):
     assert body["name"] == "bone-fracture"
     assert body["versions"] == [{"version": 1, "state": "serving", "reason": None}]
     assert body["served"]["version"] == 1
-    assert body["served"]["runtime"] == "tflite"
+    assert body["served"]["runtime"] == "openvino-f32"  # the default, installed with it
     assert body["served"]["metadata"]["input"]["height"] == 32
 
 

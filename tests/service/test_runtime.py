@@ -89,12 +89,18 @@ def test_warm_up_refuses_a_model_that_disagrees_with_its_metadata(version_dir, s
         warm_up(predictor, InputSpec(64, 64, 1), num_classes=10)
 
 
-def test_service_runs_without_tensorflow(tiny_models_dir):
-    """The `service` extra has no TensorFlow: block its import and serve a prediction."""
+@pytest.mark.parametrize(
+    ("blocked", "runtime"),
+    [((), "openvino-f32"), (("openvino",), "tflite")],
+    ids=["default", "without-openvino"],
+)
+def test_service_runs_without_tensorflow(tiny_models_dir, blocked, runtime):
+    """The `service` extra has no TensorFlow: block its import and serve a prediction,
+    on OpenVINO (the default runtime when installed) and on LiteRT (when it is not)."""
     script = textwrap.dedent(
         f"""
         import sys, warnings
-        for name in ("tensorflow", "keras", "tf_keras"):
+        for name in ("tensorflow", "keras", "tf_keras", *{blocked!r}):
             sys.modules[name] = None  # any import of these now raises ImportError
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -107,7 +113,7 @@ def test_service_runs_without_tensorflow(tiny_models_dir):
         with TestClient(app) as client:
             response = client.post("/predict", files={{"file": ("x.png", encode(), "image/png")}})
         assert response.status_code == 200, response.text
-        assert client.app.state.registry.current.predictor.runtime == "tflite"
+        assert client.app.state.registry.current.predictor.runtime == {runtime!r}
         print("OK", response.json()["label"])
         """
     )
@@ -165,7 +171,7 @@ def test_bf16_is_refused_for_a_runtime_that_runs_float32_only():
 
     from service.settings import Settings
 
-    with pytest.raises(ValidationError, match="BONEFRAC_RUNTIME=openvino"):
+    with pytest.raises(ValidationError, match="needs the openvino runtime"):
         Settings(runtime="tflite", inference_precision="bf16")
     assert Settings(runtime="openvino", inference_precision="bf16").runtime == "openvino"
 
@@ -182,6 +188,20 @@ class Runner:
         self.started.set()
         if self.hold is not None:
             assert self.hold.wait(30)
+
+
+def test_the_defaults_are_a_runner_per_core_and_a_solo_runner_on_every_core(monkeypatch):
+    """What the peers benchmark measured fastest under load and as fast alone."""
+    from service.settings import Settings
+
+    for name in ("INTERPRETERS", "INFERENCE_THREADS", "SOLO_THREADS", "RUNTIME"):
+        monkeypatch.delenv(f"BONEFRAC_{name}", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
+
+    settings = Settings()
+
+    assert (settings.interpreters, settings.inference_threads, settings.solo_threads) == (3, 1, 3)
+    assert settings.runtime == "openvino"  # installed with the service extra
 
 
 def test_a_lone_request_gets_the_solo_runner_and_concurrent_ones_the_shared():
