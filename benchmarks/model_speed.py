@@ -153,7 +153,10 @@ def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
     try:
         import openvino  # noqa: F401, PLC0415
     except ImportError:
-        print("\nopenvino: not installed (pip install 'bonefrac[openvino]'), skipped")
+        print(
+            "\nopenvino: not installed (the service extra installs it: "
+            "pip install 'bonefrac[service]'), skipped"
+        )
         return
     tflite_file = version / "model.tflite"
     predictors = {

@@ -2,20 +2,22 @@
 
 Every server serves the same file, ``model.tflite`` of one version folder (the
 shipped default model: ``python -m trainer assemble``), with the same decoding
-(:func:`modelio.images.load_array`) and the same TFLite runtime (ai-edge-litert); each
-runs in turn on 127.0.0.1, started from its own virtual environment
+(:func:`modelio.images.load_array`); the peers run it on the TFLite runtime
+(ai-edge-litert), bonefrac on OpenVINO by default and on LiteRT in its ``litert`` rows.
+Each runs in turn on 127.0.0.1, started from its own virtual environment
 (``make_venvs.sh``), and gets the same images, the same client (``http.client``, one
 keep-alive connection per client thread) and the same number of requests:
 
 ============  ==================================================================
-bonefrac      ``python -m service`` (this project), its defaults: one TFLite
-              interpreter on all cores, FastAPI + uvicorn, multipart ``/predict``
-bonefrac-     the same with the runner pool (``pool_env``): one single-threaded
-pool          interpreter per core under load, a solo one on all cores for a
-              request alone
-bonefrac-     the pool with ``BONEFRAC_RUNTIME=openvino``: the same ``model.tflite``
-openvino      on OpenVINO in float32 (streams instead of interpreters)
-bonefrac-     the same with ``BONEFRAC_INFERENCE_PRECISION=bf16`` too (AMX; its
+bonefrac      ``python -m service`` (this project), its defaults: ``model.tflite``
+              on OpenVINO in float32, one single-threaded runner per core under
+              load and one on every core for a request alone, FastAPI + uvicorn,
+              multipart ``/predict``
+bonefrac-     the same with ``BONEFRAC_RUNTIME=tflite``: LiteRT instead of
+litert        OpenVINO (the default where OpenVINO is not installed)
+bonefrac-     LiteRT with one interpreter on every core: the service's defaults
+litert-single before 2026-12-06, the baseline of "2x the images per second"
+bonefrac-     the defaults with ``BONEFRAC_INFERENCE_PRECISION=bf16`` (AMX; its
 bf16          answers are rounded, so its check allows 0.1, not 1e-4)
 bentoml       ``bentoml serve``: 2 workers (one per core), adaptive batching,
               multipart upload (``bentoml_service.py``)
@@ -38,7 +40,9 @@ bonefrac runs its own defaults. The module docstring of each peer's file says ho
 For each server: start-to-ready (process start until the first prediction answers),
 a check that its probabilities for one image match the in-process reference (the same
 file through ai-edge-litert here), a warm-up, then ``--requests`` requests at 1, 8 and
-32 concurrent clients (p50, p95, p99 and throughput), and the resident memory of all
+32 concurrent clients (p50, p95, p99, throughput, and the CPU time all its processes
+used per request: two cores busy serving fewer requests means more work per answer),
+and the resident memory of all
 its processes (the sum of VmRSS over the process tree, and the proportional set size,
 PSS, which counts pages shared between forked workers once). Then it is stopped with
 its process group (SIGINT for LitServe, whose workers outlive a SIGTERM, and for Ray
@@ -201,14 +205,13 @@ class Server:
         return self.venv / "bin/python"
 
 
-def pool_env() -> dict[str, str]:
-    """bonefrac's settings for throughput under load: a single-threaded runner per core,
-    and a solo one on every core for a request alone (service.runtime.RunnerPool)."""
-    cores = str(len(os.sched_getaffinity(0)))
+def single_env() -> dict[str, str]:
+    """The service's defaults before 2026-12-06: LiteRT, one interpreter on every core."""
     return {
-        "BONEFRAC_INTERPRETERS": cores,
-        "BONEFRAC_INFERENCE_THREADS": "1",
-        "BONEFRAC_SOLO_THREADS": cores,
+        "BONEFRAC_RUNTIME": "tflite",
+        "BONEFRAC_INTERPRETERS": "1",
+        "BONEFRAC_INFERENCE_THREADS": str(len(os.sched_getaffinity(0))),
+        "BONEFRAC_SOLO_THREADS": "0",
     }
 
 
@@ -227,17 +230,12 @@ def _bonefrac(name: str, env: dict[str, str], tolerance: float = 1e-4) -> Server
 
 
 def servers() -> dict[str, Server]:
-    pool = pool_env()
     return {
         "bonefrac": _bonefrac("bonefrac", {}),
-        "bonefrac-pool": _bonefrac("bonefrac-pool", pool),
-        "bonefrac-openvino": _bonefrac(
-            "bonefrac-openvino", {**pool, "BONEFRAC_RUNTIME": "openvino"}
-        ),
+        "bonefrac-litert": _bonefrac("bonefrac-litert", {"BONEFRAC_RUNTIME": "tflite"}),
+        "bonefrac-litert-single": _bonefrac("bonefrac-litert-single", single_env()),
         "bonefrac-bf16": _bonefrac(
-            "bonefrac-bf16",
-            {**pool, "BONEFRAC_RUNTIME": "openvino", "BONEFRAC_INFERENCE_PRECISION": "bf16"},
-            tolerance=0.1,
+            "bonefrac-bf16", {"BONEFRAC_INFERENCE_PRECISION": "bf16"}, tolerance=0.1
         ),
         "bentoml": Server(
             "bentoml",
@@ -337,6 +335,19 @@ def process_tree(root: int) -> dict[int, int]:
             tree[pid] = starts[pid]
             todo.extend(parents.get(pid, []))
     return tree
+
+
+def cpu_seconds(pids: dict[int, int]) -> float:
+    """User plus system CPU time the processes have used so far, in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mib(pids: dict[int, int]) -> tuple[float, float]:
@@ -574,16 +585,21 @@ def measure(
         if not args.smoke:
             load(running.port, requests, 2 * max(CLIENTS), max(CLIENTS), args.budget_s)  # warm-up
             for clients in CLIENTS:
+                tree = running.track()
+                cpu_before = cpu_seconds(tree)
                 row = load(running.port, requests, args.requests, clients, args.budget_s)
+                cpu_ms = (cpu_seconds(tree | running.track()) - cpu_before) * 1000
                 result[f"c{clients}"] = {
                     "p50_ms": row.pct(50),
                     "p95_ms": row.pct(95),
                     "p99_ms": row.pct(99),
                     "rps": row.throughput,
+                    "cpu_ms": cpu_ms / len(row.latencies),
                 }
                 print(
                     f"    {clients:2d} clients: p50 {row.pct(50):6.1f} ms, "
-                    f"{row.throughput:5.1f} req/s",
+                    f"{row.throughput:5.1f} req/s, {cpu_ms / len(row.latencies):5.1f} ms "
+                    "of CPU per request",
                     flush=True,
                 )
             tree = running.track()
@@ -603,6 +619,7 @@ COLUMNS = (
     ("p99 1c", lambda r: r["c1"]["p99_ms"], "ms", False),
     ("req/s 8c", lambda r: r["c8"]["rps"], "", True),
     ("p50 8c", lambda r: r["c8"]["p50_ms"], "ms", False),
+    ("CPU ms 8c", lambda r: r["c8"]["cpu_ms"], "ms", False),
     ("req/s 32c", lambda r: r["c32"]["rps"], "", True),
     ("p50 32c", lambda r: r["c32"]["p50_ms"], "ms", False),
     ("ready s", lambda r: r["ready_s"], "s", False),

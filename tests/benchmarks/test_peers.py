@@ -233,7 +233,7 @@ def test_bonefrac_parser(harness, reference) -> None:
 def test_run_smoke(tiny_models_dir: Path) -> None:
     """``run.py --smoke``: bonefrac, and each peer whose venv exists, start, answer one
     request that matches the in-process reference, and stop with their whole tree."""
-    names = ["bonefrac", "bonefrac-pool", "bonefrac-openvino", "bonefrac-bf16"] + [
+    names = ["bonefrac", "bonefrac-litert", "bonefrac-litert-single", "bonefrac-bf16"] + [
         peer
         for peer in ("bentoml", "litserve", "pytriton", "kserve", "rayserve")
         if (PEERS / ".venvs" / peer / "bin/python").exists()
