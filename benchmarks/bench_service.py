@@ -143,14 +143,22 @@ def find_model(models_dir: Path, train: bool) -> Path:
 class Bare:
     """The floor: what one request costs with no HTTP at all, in this process."""
 
-    name = "bare: decode+resize+TFLite"
-
     def __init__(self, images: list[bytes], path: Path, spec: InputSpec) -> None:
-        from service.runtime import TFLitePredictor  # noqa: PLC0415
+        from service.runtime import load_predictor  # noqa: PLC0415
+        from service.settings import Settings  # noqa: PLC0415
 
+        settings = Settings()  # the runtime and runners the service would use here
         self.images = images
         self.spec = spec
-        self.predictor = TFLitePredictor(path / "model.tflite", threads=os.cpu_count())
+        self.predictor = load_predictor(
+            path,
+            interpreters=settings.interpreters,
+            threads=settings.inference_threads,
+            solo_threads=settings.solo_threads,
+            runtime=settings.runtime,
+            precision=settings.inference_precision,
+        )
+        self.name = f"bare: decode+resize+{self.predictor.runtime}"
         self.next = 0
         self.run(10)  # warm-up
 

@@ -90,6 +90,8 @@ class Reader:
 
         core = ov.Core()
         model = core.read_model(str(model_file))
+        # one image per inference, as the service compiles it (service.runtime)
+        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
         self.names = [o.get_any_name() for o in model.outputs]
         pooled, cells = _extra_outputs(model, pooled_size)
         model.add_outputs([pooled, cells])
@@ -107,11 +109,11 @@ class Reader:
 
 
 def features(
-    reader: Reader, dataset: data.LoadedDataset, batch: int = 1
+    reader: Reader, dataset: data.LoadedDataset
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     pooled, cells, answers = [], [], []
-    for start in range(0, len(dataset.images), batch):
-        a, p, c = reader(dataset.images[start : start + batch])
+    for start in range(len(dataset.images)):  # one at a time: the graph takes one
+        a, p, c = reader(dataset.images[start : start + 1])
         pooled.append(p)
         cells.append(c)
         answers.append(a)

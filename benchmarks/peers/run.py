@@ -631,11 +631,15 @@ COLUMNS = (
 def best_of(tries: list[dict]) -> dict:
     """One server's figures over the rounds: each the best it reached (lowest latency,
     time and memory, highest throughput), since a shared machine only ever slows a
-    measurement down. Any failed round fails the server."""
+    measurement down. Rounds that failed are left out and counted (a peer that
+    sometimes fails to start, as PyTriton's handshake once did, still gets its row and
+    the count says so); the server fails only when every round did."""
     failed = [t for t in tries if "error" in t]
-    if failed:
+    tries = [t for t in tries if "error" not in t]
+    if not tries:
         return failed[0]
     best = dict(tries[0])
+    best["failed_rounds"] = len(failed)
     for key in ("ready_s", "rss_mib", "pss_mib"):
         best[key] = min(t[key] for t in tries)
     for clients in CLIENTS:
@@ -655,7 +659,9 @@ def report(results: list[dict]) -> None:
             print(f"{r['server']:18} {r.get('error', 'no figures')}")
             continue
         cells = "".join(f"{get(r):11.1f}" for _, get, *_ in COLUMNS)
-        print(f"{r['server']:18}{cells}{r['processes']:7d}")
+        failed = r.get("failed_rounds", 0)
+        note = f"  ({failed} round{'s' if failed > 1 else ''} failed)" if failed else ""
+        print(f"{r['server']:18}{cells}{r['processes']:7d}{note}")
     if base is None or "c1" not in base:
         return
     print(

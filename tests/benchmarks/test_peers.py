@@ -256,3 +256,22 @@ def test_run_smoke(tiny_models_dir: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in names:
         assert f"{name}: ready in" in result.stdout
+
+
+def test_a_failed_round_is_left_out_and_counted(harness) -> None:
+    """A peer that failed to start once keeps its row from the round that ran; only a
+    peer that failed every round loses it."""
+
+    def round_(rps: float, p50: float) -> dict:
+        row = {"p50_ms": p50, "p95_ms": p50, "p99_ms": p50, "rps": rps, "cpu_ms": 80.0}
+        return {"server": "peer", "ready_s": 2.0, "rss_mib": 500.0, "pss_mib": 400.0} | {
+            f"c{clients}": dict(row) for clients in harness.CLIENTS
+        }
+
+    failed = {"server": "peer", "error": "exited with 1"}
+
+    best = harness.best_of([round_(20.0, 50.0), failed, round_(22.0, 55.0)])
+
+    assert best["failed_rounds"] == 1
+    assert best["c8"]["rps"] == 22.0 and best["c1"]["p50_ms"] == 50.0
+    assert harness.best_of([failed, dict(failed)])["error"] == "exited with 1"
