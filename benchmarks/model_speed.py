@@ -22,9 +22,10 @@ builder) and timed on the same cores in the same run:
    to TFLite and timed alike; its accuracy side is docs/experiments.md's;
 6. **OpenVINO**: the service's own predictors (``service.runtime``) on the same
    ``model.tflite``: LiteRT float32 against OpenVINO float32 and bf16, alternated at
-   batch 1; OpenVINO's time per image in batches of 1-8; 1 and 8 client threads through
-   the service's runner pools (one interpreter on both cores, the default; two on one
-   core each; and the pool setting: two on one core plus a solo one on both, for LiteRT
+   batch 1; OpenVINO's CPU time per image on one thread with the file's dynamic batch
+   and compiled for one image (as the service does); 1 and 8 client threads through
+   the service's runner pools (one interpreter on both cores, the old default; two on
+   one core each; and the default: two on one core plus a solo one on both, for LiteRT
    and OpenVINO); top-1
    agreement with LiteRT (the accuracy in grouped
    cross-validation is ``experiments/runtime_precision.py``'s). ``--skip-int8
@@ -181,31 +182,28 @@ def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
         ms = statistics.median(values)
         print(f"  {name:17} {ms * 1000:7.1f}   x{base / ms:4.2f} faster")
 
-    print("\nopenvino, ms per image in one inference of a batch")
-    for batch in (1, 2, 4, 8):
-        pixels = np.repeat(one, batch, axis=0)
+    print("\nopenvino, CPU ms per image on one thread: the file's dynamic batch, and one image")
+    for precision in ("f32", "bf16"):
         cells = []
-        for name in ("openvino float32", "openvino bf16"):
-            predictor = predictors[name]
-            predictor.run(pixels)
-            spent = []
-            for _ in range(max(3, repeats // batch)):
-                start = time.perf_counter()
-                predictor.run(pixels)
-                spent.append(time.perf_counter() - start)
-            cells.append(f"{name} {statistics.median(spent) * 1000 / batch:6.1f}")
-        print(f"  batch {batch}:  " + "   ".join(cells))
+        for shape in ("dynamic", "one image"):
+            compiled = openvino_compiled(tflite_file, precision, fixed=shape == "one image")
+            compiled.infer({0: one})
+            start = time.process_time()
+            for _ in range(repeats):
+                compiled.infer({0: one})
+            cells.append(f"{shape} {(time.process_time() - start) * 1000 / repeats:6.1f}")
+        print(f"  {precision:5}" + "   ".join(cells))
 
     print("\n1 and 8 concurrent clients through the service's predictors, images/s")
     pools = {
-        "litert 1 interpreter x 2 threads (the default)": TFLitePredictor(
+        "litert 1 interpreter x 2 threads (the old default)": TFLitePredictor(
             tflite_file, interpreters=1, threads=2
         ),
         "litert 2 x 1 thread": TFLitePredictor(tflite_file, interpreters=2, threads=1),
-        "litert 2 x 1 + solo 2 threads (the pool setting)": TFLitePredictor(
+        "litert 2 x 1 + solo 2 threads (without openvino)": TFLitePredictor(
             tflite_file, interpreters=2, threads=1, solo_threads=2
         ),
-        "openvino f32 2 streams x 1 + solo 2": OpenVINOPredictor(
+        "openvino f32 2 streams x 1 + solo 2 (the default)": OpenVINOPredictor(
             tflite_file, streams=2, threads=1, solo_threads=2
         ),
         "openvino bf16 2 streams x 1 + solo 2": OpenVINOPredictor(
@@ -225,6 +223,19 @@ def openvino_section(version: Path, check: np.ndarray, repeats: int) -> None:
             f"{np.mean(a.argmax(1) == b.argmax(1)):.3f}, largest |dp| "
             f"{np.abs(a - b).max():.4f} (accuracy: experiments/runtime_precision.py)"
         )
+
+
+def openvino_compiled(tflite_file: Path, precision: str, *, fixed: bool) -> Any:
+    """One infer request of ``model.tflite`` on OpenVINO on one thread, compiled with the
+    file's dynamic batch or (``fixed``) for one image."""
+    import openvino as ov  # noqa: PLC0415
+
+    core = ov.Core()
+    model = core.read_model(str(tflite_file))
+    if fixed:
+        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
+    settings = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 1}
+    return core.compile_model(model, "CPU", settings).create_infer_request()
 
 
 def clients_rate(predictor: Any, images: np.ndarray, clients: int = 8) -> float:

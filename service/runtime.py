@@ -146,8 +146,9 @@ class TFLitePredictor:
 
 
 #: Arithmetic the OpenVINO runtime may run the model in. ``bf16`` rounds every activation
-#: to 8 bits of mantissa: about 1.9x faster on CPUs with AMX or AVX-512 BF16, at a cost
-#: measured in grouped cross-validation (docs/service.md, "More images per second").
+#: to 8 bits of mantissa: about 1.7x the images per second on CPUs with AMX or AVX-512
+#: BF16, at a cost measured in grouped cross-validation (docs/service.md, "More images
+#: per second").
 PRECISIONS = ("f32", "bf16")
 
 

@@ -156,7 +156,8 @@ def test_images_run_as_non_root_and_only_the_trainer_has_tensorflow(
     probe = (
         "import importlib.util as u, json; "
         "print(json.dumps({m: u.find_spec(m) is not None for m in "
-        "('tensorflow', 'trainer', 'service', 'ui', 'modelio', 'ai_edge_litert', 'pydicom')}))"
+        "('tensorflow', 'trainer', 'service', 'ui', 'modelio', 'ai_edge_litert', 'pydicom', "
+        "'openvino')}))"
     )
     found = {
         role: json.loads(podman("run", "--rm", "--entrypoint", "python", tag, "-c", probe))
@@ -164,7 +165,7 @@ def test_images_run_as_non_root_and_only_the_trainer_has_tensorflow(
     }
     assert found["service"] == {
         "tensorflow": False, "trainer": False, "service": True, "ui": False,
-        "modelio": True, "ai_edge_litert": True, "pydicom": True,
+        "modelio": True, "ai_edge_litert": True, "pydicom": True, "openvino": True,
     }  # fmt: skip
     assert found["ui"]["tensorflow"] is False
     assert found["ui"]["modelio"]  # the page's DICOM previews decode with modelio
@@ -198,6 +199,8 @@ def test_the_service_turns_healthy_and_predicts_a_real_radiograph(
     classes = requests.get(f"{service_url(stack)}/classes", timeout=10).json()
     assert body["label"] in json.dumps(classes)
     assert (body["model"], body["version"]) == (MODEL, 1)
+    served = requests.get(f"{service_url(stack)}/models", timeout=10).json()["served"]
+    assert served["runtime"].startswith("openvino-")  # the default runtime, in the image
     assert answer.headers["X-Bonefrac-Replica"] == inspect(name)["Config"]["Hostname"]
     assert inspect(name)["Config"]["User"] == "10001:10001"
 
