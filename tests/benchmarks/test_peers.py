@@ -273,5 +273,6 @@ def test_a_failed_round_is_left_out_and_counted(harness) -> None:
     best = harness.best_of([round_(20.0, 50.0), failed, round_(22.0, 55.0)])
 
     assert best["failed_rounds"] == 1
-    assert best["c8"]["rps"] == 22.0 and best["c1"]["p50_ms"] == 50.0
+    assert best["c8"]["rps"] == 22.0  # the best of the rounds that ran
+    assert best["c1"]["p50_ms"] == 50.0
     assert harness.best_of([failed, dict(failed)])["error"] == "exited with 1"
