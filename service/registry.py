@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -260,6 +261,35 @@ class ModelRegistry:
             self.name,
         )
 
+    def _predictor(self, version: int, path: Path) -> Predictor:
+        """The settings' runtime for ``path``. OpenVINO by default only: a version it
+        cannot load (a broken install, an operator its TFLite reader lacks) runs on LiteRT
+        with a warning, since LiteRT reads every file the trainer writes. A runtime or a
+        bf16 precision chosen in the settings is kept, and its failure refuses the version.
+        """
+        settings = self.settings
+        load = partial(
+            load_predictor,
+            path,
+            interpreters=settings.interpreters,
+            threads=settings.inference_threads,
+            solo_threads=settings.solo_threads,
+        )
+        try:
+            return load(runtime=settings.runtime, precision=settings.inference_precision)
+        except ArtifactError as exc:
+            chosen = {"runtime", "inference_precision"} & settings.model_fields_set
+            if settings.runtime != "openvino" or chosen:
+                raise
+            log.warning(
+                "version %d of %s: OpenVINO cannot run it (%s); running it on LiteRT instead "
+                "(set BONEFRAC_RUNTIME to choose)",
+                version,
+                self.name,
+                self.public(str(exc)),
+            )
+            return load(runtime="tflite", precision="f32")
+
     def _load(self, version: int, path: Path) -> LoadedModel:
         start = time.perf_counter()
         metadata = check_version(path)
@@ -279,14 +309,7 @@ class ModelRegistry:
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"metadata.json 'input' is invalid: {exc}") from exc
         classes = tuple(metadata["classes"])
-        predictor = load_predictor(
-            path,
-            interpreters=self.settings.interpreters,
-            threads=self.settings.inference_threads,
-            solo_threads=self.settings.solo_threads,
-            runtime=self.settings.runtime,
-            precision=self.settings.inference_precision,
-        )
+        predictor = self._predictor(version, path)
         warm_up(predictor, spec, len(classes))
         fracture_rules = read_fracture_rules(metadata, self.name, version)
         return LoadedModel(

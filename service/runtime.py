@@ -277,10 +277,11 @@ def load_predictor(
 ) -> Predictor:
     """The runtime ``runtime`` allows for a version folder, or :class:`ArtifactError`.
 
-    ``tflite`` (the service's default) never imports TensorFlow: a version without
-    ``model.tflite`` is refused, so one broken export cannot add ~620 MB of TensorFlow to
-    the process for good and stall the version poll while it imports. ``openvino`` runs
-    the same ``model.tflite`` on OpenVINO (``interpreters`` streams, in ``precision``).
+    ``openvino`` (the service's default when installed) runs ``model.tflite`` on OpenVINO
+    (``interpreters`` streams, in ``precision``); ``tflite`` runs it on LiteRT. Neither
+    imports TensorFlow: a version without ``model.tflite`` is refused, so one broken
+    export cannot add ~620 MB of TensorFlow to the process for good and stall the
+    version poll while it imports.
     ``saved_model`` runs only the SavedModel; ``auto`` prefers TFLite and falls back to
     the SavedModel.
     """

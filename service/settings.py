@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import socket
 from pathlib import Path
@@ -16,9 +17,22 @@ from modelio.images import DEFAULT_MAX_PIXELS
 from modelio.locations import DEFAULT_MODEL_NAME, DEFAULT_MODELS_DIR
 from service.records.db import DEFAULT_RECORDS_DIR
 
+#: cgroup v2's CPU quota of this process's group: ``max <period>`` or ``<quota> <period>``.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
 
 def _cpu_count() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """CPUs the process may use: its affinity, capped by a cgroup CPU quota (a container's
+    ``--cpus``, a pod's CPU limit), which the affinity does not show. A pod with only a
+    CPU request has no quota: its manifest sets the runner counts itself."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 here, or a file we cannot read
+        pass
+    return max(1, count)
 
 
 def _default_runtime() -> Literal["openvino", "tflite"]:

@@ -190,18 +190,38 @@ class Runner:
             assert self.hold.wait(30)
 
 
-def test_the_defaults_are_a_runner_per_core_and_a_solo_runner_on_every_core(monkeypatch):
+def test_the_defaults_are_a_runner_per_core_and_a_solo_runner_on_every_core(monkeypatch, tmp_path):
     """What the peers benchmark measured fastest under load and as fast alone."""
     from service.settings import Settings
 
     for name in ("INTERPRETERS", "INFERENCE_THREADS", "SOLO_THREADS", "RUNTIME"):
         monkeypatch.delenv(f"BONEFRAC_{name}", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
+    monkeypatch.setattr("service.settings.CGROUP_CPU_MAX", tmp_path / "no-such-file")
 
     settings = Settings()
 
     assert (settings.interpreters, settings.inference_threads, settings.solo_threads) == (3, 1, 3)
     assert settings.runtime == "openvino"  # installed with the service extra
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("150000 100000\n", 2), ("max 100000\n", 3), ("800000 100000\n", 3), ("garbage", 3)],
+)
+def test_a_containers_cpu_quota_caps_the_default_runners(monkeypatch, tmp_path, cpu_max, expected):
+    """``docker run --cpus 1.5`` on a 3-CPU machine: 2 runners, not 3."""
+    from service.settings import Settings
+
+    for name in ("INTERPRETERS", "SOLO_THREADS"):
+        monkeypatch.delenv(f"BONEFRAC_{name}", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    monkeypatch.setattr("service.settings.CGROUP_CPU_MAX", tmp_path / "cpu.max")
+
+    settings = Settings()
+
+    assert (settings.interpreters, settings.solo_threads) == (expected, expected)
 
 
 def test_a_lone_request_gets_the_solo_runner_and_concurrent_ones_the_shared():
@@ -292,3 +312,45 @@ def test_service_on_openvino_answers_as_on_tflite(tiny_models_dir, make_settings
         np.testing.assert_allclose(
             [p["probability"] for p in one], [p["probability"] for p in other], atol=1e-4
         )
+
+
+def _openvino_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO's reader refuses the file, as it would an operator it lacks."""
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("Operation 'CUSTOM_OP' is not supported")
+
+    monkeypatch.setattr("service.runtime.OpenVINOPredictor", refuse)
+
+
+def test_a_file_openvino_cannot_run_is_served_on_litert_by_default(
+    tiny_models_dir, make_settings, monkeypatch, caplog
+):
+    from service.registry import ModelRegistry
+
+    _openvino_fails(monkeypatch)
+    registry = ModelRegistry(make_settings(tiny_models_dir))
+
+    with caplog.at_level("WARNING", logger="service.registry"):
+        loaded = registry.refresh()
+
+    assert loaded is not None
+    assert loaded.predictor.runtime == "tflite"
+    assert "OpenVINO cannot run it" in caplog.text
+    assert "CUSTOM_OP" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "chosen", [{"runtime": "openvino"}, {"inference_precision": "bf16"}], ids=["runtime", "bf16"]
+)
+def test_a_chosen_openvino_that_fails_refuses_the_version(
+    tiny_models_dir, make_settings, monkeypatch, chosen
+):
+    from service.registry import ModelRegistry
+
+    _openvino_fails(monkeypatch)
+    registry = ModelRegistry(make_settings(tiny_models_dir, **chosen))
+
+    assert registry.refresh() is None
+    [refusal] = registry.refused.values()
+    assert "cannot be loaded by OpenVINO" in refusal.reason
