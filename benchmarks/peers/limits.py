@@ -5,10 +5,10 @@
   connected layers: everything else is a rounding error beside them).
 - :func:`peak_gflops` times large matrix products on the same cores, the best a dense
   kernel gets: float32 through numpy's BLAS and through TFLite's XNNPACK (the runtime
-  that runs the model), and int8 through XNNPACK's QS8 kernels (a fully connected layer
+  the peers run the model on), and int8 through XNNPACK's QS8 kernels (a fully connected layer
   quantised to int8 by TensorFlow's converter; needs TensorFlow, so only in the
-  project's own environment); float32 and bf16 through OpenVINO (the ``openvino``
-  runtime; bf16 runs on AMX tiles on CPUs that have them).
+  project's own environment); float32 and bf16 through OpenVINO (the service's
+  default runtime; bf16 runs on AMX tiles on CPUs that have them).
 
 Run alone: ``.venv/bin/python benchmarks/peers/limits.py MODEL.tflite``.
 """

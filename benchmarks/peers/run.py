@@ -337,17 +337,30 @@ def process_tree(root: int) -> dict[int, int]:
     return tree
 
 
-def cpu_seconds(pids: dict[int, int]) -> float:
-    """User plus system CPU time the processes have used so far, in seconds."""
-    ticks = 0
+def cpu_seconds(pids: dict[int, int]) -> dict[int, tuple[int, float]]:
+    """User plus system CPU seconds each live process has used so far, with its start
+    time (a pid reused by a new process is a different process)."""
+    used = {}
     for pid in pids:
         try:
             text = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = text[text.rindex(")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        used[pid] = (int(fields[19]), ticks / os.sysconf("SC_CLK_TCK"))
+    return used
+
+
+def cpu_spent(before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds used between two :func:`cpu_seconds` readings: what each process seen
+    at both added, and all of what a process started since used. A process that ended in
+    between is missed (the figure errs low, never below zero)."""
+    spent = 0.0
+    for pid, (start, seconds) in after.items():
+        then = before.get(pid)
+        spent += seconds - then[1] if then is not None and then[0] == start else seconds
+    return spent
 
 
 def memory_mib(pids: dict[int, int]) -> tuple[float, float]:
@@ -585,10 +598,9 @@ def measure(
         if not args.smoke:
             load(running.port, requests, 2 * max(CLIENTS), max(CLIENTS), args.budget_s)  # warm-up
             for clients in CLIENTS:
-                tree = running.track()
-                cpu_before = cpu_seconds(tree)
+                cpu_before = cpu_seconds(running.track())
                 row = load(running.port, requests, args.requests, clients, args.budget_s)
-                cpu_ms = (cpu_seconds(tree | running.track()) - cpu_before) * 1000
+                cpu_ms = cpu_spent(cpu_before, cpu_seconds(running.track())) * 1000
                 result[f"c{clients}"] = {
                     "p50_ms": row.pct(50),
                     "p95_ms": row.pct(95),

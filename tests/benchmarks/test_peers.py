@@ -276,3 +276,10 @@ def test_a_failed_round_is_left_out_and_counted(harness) -> None:
     assert best["c8"]["rps"] == 22.0  # the best of the rounds that ran
     assert best["c1"]["p50_ms"] == 50.0
     assert harness.best_of([failed, dict(failed)])["error"] == "exited with 1"
+
+
+def test_cpu_spent_counts_each_process_once_and_a_reused_pid_as_new(harness) -> None:
+    before = {1: (100, 5.0), 2: (200, 1.0), 9: (900, 4.0)}  # pid 9 ends during the row
+    after = {1: (100, 7.5), 2: (300, 0.5), 3: (400, 0.25)}  # pid 2 now another process
+
+    assert harness.cpu_spent(before, after) == pytest.approx(2.5 + 0.5 + 0.25)
