@@ -230,10 +230,12 @@ def openvino_compiled(tflite_file: Path, precision: str, *, fixed: bool) -> Any:
     file's dynamic batch or (``fixed``) for one image."""
     import openvino as ov  # noqa: PLC0415
 
+    from service.runtime import fix_to_one_image  # noqa: PLC0415
+
     core = ov.Core()
     model = core.read_model(str(tflite_file))
     if fixed:
-        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
+        fix_to_one_image(model)
     settings = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 1}
     return core.compile_model(model, "CPU", settings).create_infer_request()
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modelio import contract
 from modelio.artifact import read_metadata
 from modelio.images import InputSpec
+from service.runtime import fix_to_one_image
 from trainer import data
 from trainer.calibration import softmax
 from trainer.detection_data import find_coco, fractured_labels, load_outlines
@@ -90,8 +91,7 @@ class Reader:
 
         core = ov.Core()
         model = core.read_model(str(model_file))
-        # one image per inference, as the service compiles it (service.runtime)
-        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
+        fix_to_one_image(model)  # one image per inference, as the service runs it
         self.names = [o.get_any_name() for o in model.outputs]
         pooled, cells = _extra_outputs(model, pooled_size)
         model.add_outputs([pooled, cells])

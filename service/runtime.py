@@ -152,15 +152,21 @@ class TFLitePredictor:
 PRECISIONS = ("f32", "bf16")
 
 
+def fix_to_one_image(model: Any) -> None:
+    """Fix an OpenVINO model's input (read from ``model.tflite``, whose batch is dynamic)
+    to one image of its own size: the CPU plugin then plans the graph once and fuses
+    more (11 % less CPU per image in float32 and 28 % in bf16 on the shipped model than
+    with the dynamic batch; docs/service.md, "More images per second")."""
+    model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
+
+
 class OpenVINOPredictor:
     """``model.tflite`` on OpenVINO's CPU plugin, which reads the TFLite flat buffer itself.
 
     The graph is the same file the TFLite runtime runs (no conversion step, no second
     artefact); in float32 its answers agree with TFLite's to about 1e-4. It is compiled
-    for one image of a fixed size, as the TFLite interpreters are run: with the batch
-    left dynamic (as the file declares it) the CPU plugin re-plans every inference and
-    fuses less, which cost 11 % more CPU per image in float32 and 28 % in bf16 on the
-    shipped model (docs/service.md, "More images per second"). ``streams``
+    for one image (:func:`fix_to_one_image`), as the TFLite interpreters are run.
+    ``streams``
     inferences of ``threads`` threads each run at once (OpenVINO's streams), plus, with
     ``solo_threads``, a second compilation on that many threads for a request alone
     (:class:`RunnerPool`). The output names come from the TFLite file's own signature
@@ -189,7 +195,7 @@ class OpenVINOPredictor:
             precision = "f32"  # OpenVINO would silently run float32 anyway: say so
         self.runtime = f"openvino-{precision}"
         model = core.read_model(str(path))
-        model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
+        fix_to_one_image(model)
         streams = max(1, streams)
         shared = core.compile_model(
             model,

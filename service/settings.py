@@ -144,8 +144,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads of one more interpreter, used by a request that finds no other "
         "inference running, so a lone request runs on every core; default: the CPU count; "
-        "0: none. In a container, set these three to the CPUs it is given (the CPU count "
-        "seen is the machine's)",
+        "0: none. The CPU count is the affinity capped by a container's CPU limit; a "
+        "container with no limit sees the machine's, so set these three to its share",
     )
     host: str = Field("127.0.0.1", description="Default address for python -m service")
     port: int = Field(8000, ge=0, le=65535, description="Default port for python -m service")

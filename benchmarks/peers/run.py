@@ -308,14 +308,20 @@ def free_port() -> int:
 # --------------------------------------------------------------------- process trees
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) of a live process."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None
+    for a process that is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[19])
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a live process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[19]))
 
 
 def process_tree(root: int) -> dict[int, int]:
@@ -342,11 +348,9 @@ def cpu_seconds(pids: dict[int, int]) -> dict[int, tuple[int, float]]:
     time (a pid reused by a new process is a different process)."""
     used = {}
     for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        fields = _stat_fields(pid)
+        if fields is None:
             continue
-        fields = text[text.rindex(")") + 2 :].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
         used[pid] = (int(fields[19]), ticks / os.sysconf("SC_CLK_TCK"))
     return used
