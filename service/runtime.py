@@ -155,8 +155,9 @@ PRECISIONS = ("f32", "bf16")
 def fix_to_one_image(model: Any) -> None:
     """Fix an OpenVINO model's input (read from ``model.tflite``, whose batch is dynamic)
     to one image of its own size: the CPU plugin then plans the graph once and fuses
-    more (11 % less CPU per image in float32 and 28 % in bf16 on the shipped model than
-    with the dynamic batch; docs/service.md, "More images per second")."""
+    more (10-16 % less CPU per image in float32 and 9-22 % in bf16 on the shipped model
+    than with the dynamic batch, over three runs; docs/service.md, "More images per
+    second")."""
     model.reshape([1, *list(model.inputs[0].get_partial_shape())[1:]])
 
 
